@@ -1,0 +1,3 @@
+from fvr_audit.cli.app import main
+
+main()

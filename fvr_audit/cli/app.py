@@ -1,0 +1,46 @@
+"""The ``fvr-audit`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from fvr_audit import __version__
+
+app = typer.Typer(
+    name="fvr-audit",
+    help="Audit how far a face feature-vector database lets faces be reconstructed and re-identified.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"fvr-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """fvr-audit: feature-vector reconstruction privacy audit."""
+
+
+def _register_commands() -> None:
+    # Each concept keeps its commands in its own module; they are attached here.
+    from fvr_audit.cli import extract_cmd, extractors_cmd, vectors_cmd
+
+    app.add_typer(vectors_cmd.app, name="vectors", help="Inspect and validate feature-vector databases.")
+    extractors_cmd.register(app)
+    extract_cmd.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()

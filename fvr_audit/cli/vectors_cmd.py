@@ -1,0 +1,5 @@
+"""``fvr-audit vectors ...`` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

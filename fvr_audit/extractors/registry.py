@@ -1,0 +1,93 @@
+"""One entry point for every extractor: a built-in name, a user's ONNX file, or an HTTP endpoint.
+
+>>> from fvr_audit.extractors import get_extractor
+>>> sorted(BUILTIN_EXTRACTORS)
+['dlib-resnet128', 'faceres-1024', 'mobileface-256']
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import (
+    AlignmentTemplate,
+    ChannelOrder,
+    Extractor,
+    ExtractorInfo,
+    Layout,
+)
+
+#: Built-in extractors: name -> "module:factory". Imported lazily so listing them stays cheap.
+BUILTIN_EXTRACTORS: dict[str, str] = {
+    "dlib-resnet128": "fvr_audit.extractors.dlib_resnet:create_dlib_resnet128",
+    "faceres-1024": "fvr_audit.extractors.human_models:create_faceres",
+    "mobileface-256": "fvr_audit.extractors.human_models:create_mobileface",
+}
+
+DEFAULT_EXTRACTOR = "dlib-resnet128"
+
+
+@dataclass(frozen=True)
+class ExtractorOptions:
+    """User overrides for a model whose preprocessing must otherwise be guessed (ONNX, HTTP).
+
+    ``None`` means "keep the guess / the default". Built-in extractors reject overrides, since
+    their preprocessing is known exactly.
+    """
+
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    channel_order: ChannelOrder | None = None
+    layout: Layout | None = None
+    crop: AlignmentTemplate | None = None
+    padding: float | None = None
+    #: HTTP endpoints: seconds per request, attempts, parallel requests.
+    timeout: float | None = None
+    retries: int | None = None
+    concurrency: int | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+
+def _load_factory(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extractor:
+    """Create an extractor from a built-in name, a ``.onnx`` path, or an ``http(s)://`` URL.
+
+    Built-ins: ``dlib-resnet128`` (the default F), ``faceres-1024`` and ``mobileface-256``.
+    """
+    options = options or ExtractorOptions()
+    if spec.startswith(("http://", "https://")):
+        from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
+
+        return HttpEndpointExtractor(spec, options)
+    if spec in BUILTIN_EXTRACTORS:
+        if not options.is_empty() and any(
+            getattr(options, f) is not None
+            for f in ("input_size", "mean", "std", "channel_order", "layout", "crop", "padding")
+        ):
+            raise InputError(
+                f"{spec}: preprocessing overrides apply only to ONNX files and HTTP endpoints; "
+                "built-in extractors use their exact preprocessing"
+            )
+        return _load_factory(BUILTIN_EXTRACTORS[spec])()
+    path = Path(spec)
+    if path.suffix.lower() == ".onnx" or path.exists():
+        from fvr_audit.extractors.onnx_model import OnnxModelExtractor
+
+        return OnnxModelExtractor(path, options)
+    known = ", ".join(sorted(BUILTIN_EXTRACTORS))
+    raise InputError(f"{spec}: unknown extractor; use one of {known}, a path to an .onnx file, or an http(s):// URL")
+
+
+def list_builtin_extractors() -> list[ExtractorInfo]:
+    """Info of every built-in extractor (loads each one, which verifies its model file)."""
+    return [_load_factory(target)().info for target in BUILTIN_EXTRACTORS.values()]
