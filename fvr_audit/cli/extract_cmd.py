@@ -1,7 +1,128 @@
-"""``fvr-audit extractors``: list the built-in extractors."""
+"""``fvr-audit extract DIR -o vectors.npz``: build a vector database from photos."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fvr_audit import __version__
+from fvr_audit.alignment.aligner import FaceStatus, NoFacePolicy
+from fvr_audit.cli import options as opt
+from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("extract")
+    @handle_errors
+    def extract(
+        images: Path = typer.Argument(..., help="Folder of photos: DIR/<identity>/<image> (labelled) or flat."),
+        output: Path = typer.Option(..., "--output", "-o", help="Vector database to write (.npz)."),
+        extractor: str = opt.ExtractorArg,
+        aligned: bool = typer.Option(False, "--aligned", help="Inputs are already aligned crops: skip detection."),
+        no_face: NoFacePolicy = typer.Option(
+            NoFacePolicy.SKIP,
+            "--no-face",
+            help="Images without a detected face: skip them, or place landmarks in a centred box (centred portraits).",
+        ),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Detection processes (default: cores)."),
+        compress: bool = typer.Option(False, "--compress", help="Compress the .npz (then it cannot be memory-mapped)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+        input_size: Optional[int] = opt.InputSizeOpt,
+        mean: Optional[str] = opt.MeanOpt,
+        std: Optional[str] = opt.StdOpt,
+        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
+        layout: Optional[Layout] = opt.LayoutOpt,
+        crop: Optional[AlignmentTemplate] = opt.CropOpt,
+        padding: Optional[float] = opt.PaddingOpt,
+    ) -> None:
+        """Detect, align and embed every face photo under IMAGES; write vectors, labels and paths."""
+        from fvr_audit.extraction import discover_images, embed_records
+        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.npz import save_npz
+
+        if output.suffix.lower() != ".npz":
+            raise InputError(f"{output}: output must end in .npz (vectors, labels and paths are stored together)")
+        if output.exists() and output.is_dir():
+            raise InputError(f"{output}: is a folder; give a file name ending in .npz")
+        records, labelled = discover_images(images)
+        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        model = get_extractor(extractor, options)
+        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
+            console.print(f"[yellow]{line}[/]")
+        if not quiet:
+            console.print(
+                f"{len(records)} images ({'identity folders' if labelled else 'flat folder, no labels'}) -> "
+                f"{model.name} ({model.dim}-d, {model.geometry.describe()})"
+            )
+
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("align + embed", total=len(records))
+            run = embed_records(
+                records,
+                [model],
+                no_face=no_face,
+                aligned_input=aligned,
+                workers=workers,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+
+        unusable = len(records) - len(run.kept)
+        if len(run.kept) == 0:
+            hint = "; the inputs look pre-cropped: try --aligned" if not aligned else ""
+            raise InputError(
+                f"{images}: no usable face in {len(records)} images "
+                f"({_count_text(run.counts)}){hint}; nothing was written"
+            )
+        kept = [records[i] for i in run.kept]
+        arrays = {
+            "vectors": run.vectors[model.name],
+            "paths": np.array([r.relative for r in kept]),
+            "extractor": np.array(model.name),
+            "fvr_audit_version": np.array(__version__),
+        }
+        if labelled:
+            arrays["labels"] = np.array([r.label for r in kept])
+        if model.info.sha256:
+            arrays["extractor_sha256"] = np.array(model.info.sha256)
+        save_npz(output, compress=compress, **arrays)
+
+        if not quiet:
+            table = Table(title=f"{images}: {len(records)} images in {run.seconds:.1f} s")
+            table.add_column("outcome")
+            table.add_column("images", justify="right")
+            for status in FaceStatus:
+                if run.counts.get(status):
+                    table.add_row(status.value, str(run.counts[status]))
+            console.print(table)
+            for i, reason in enumerate(run.reasons):
+                if reason:
+                    console.print(f"  skipped {records[i].relative}: {reason}")
+                    break
+        typer.echo(
+            f"wrote {output}: {len(run.kept)} vectors ({model.dim}-d); "
+            f"{unusable} of {len(records)} images had no usable face"
+            + (f" ({_count_text(run.counts, usable=False)})" if unusable else ""),
+            err=True,
+        )
+
+
+def _count_text(counts, *, usable: bool | None = None) -> str:
+    return ", ".join(
+        f"{status.value}: {n}"
+        for status, n in counts.items()
+        if n and (usable is None or status.usable == usable)
+    )

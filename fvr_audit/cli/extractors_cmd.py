@@ -1,7 +1,44 @@
 """``fvr-audit extractors``: list the built-in extractors."""
 
+from __future__ import annotations
+
+import json
+
 import typer
+from rich.table import Table
+
+from fvr_audit.cli.common import handle_errors, stdout_console
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("extractors")
+    @handle_errors
+    def extractors(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+        """List the built-in face extractors: name, dimension, input geometry, source, licence."""
+        from fvr_audit.extractors.registry import list_builtin_extractors
+
+        infos = list_builtin_extractors()
+        if as_json:
+            rows = [
+                {
+                    "name": i.name,
+                    "dim": i.dim,
+                    "geometry": i.geometry.describe(),
+                    "preprocessing": i.preprocessing.describe(),
+                    "source": i.source,
+                    "license": i.license,
+                    "sha256": i.sha256,
+                    "differentiable": i.differentiable,
+                }
+                for i in infos
+            ]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title="Built-in extractors")
+        for column in ("name", "dim", "input geometry", "preprocessing", "source", "licence"):
+            table.add_column(column, overflow="fold")
+        for i in infos:
+            table.add_row(
+                i.name, str(i.dim), i.geometry.describe(), i.preprocessing.describe(), i.source, i.license
+            )
+        stdout_console.print(table)

@@ -1,0 +1,71 @@
+"""CLI options shared by every command that takes ``--extractor`` (extract, scan, reconstruct)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, ExtractorOptions
+
+EXTRACTOR_HELP = (
+    "Extractor F: a built-in name (see `fvr-audit extractors`), a path to an .onnx model, or an http(s):// endpoint."
+)
+
+ExtractorArg = typer.Option(DEFAULT_EXTRACTOR, "--extractor", "-e", help=EXTRACTOR_HELP)
+InputSizeOpt = typer.Option(None, "--input-size", help="ONNX/HTTP: square input side in pixels (overrides the guess).")
+MeanOpt = typer.Option(None, "--mean", help="ONNX: per-channel mean on 0..255, one value or three (R,G,B).")
+StdOpt = typer.Option(None, "--std", help="ONNX: per-channel std on 0..255, one value or three (R,G,B).")
+ChannelOrderOpt = typer.Option(None, "--channel-order", help="ONNX: channel order the model expects.")
+LayoutOpt = typer.Option(None, "--layout", help="ONNX: tensor layout the model expects.")
+CropOpt = typer.Option(None, "--crop", help="ONNX/HTTP: alignment template for crops.")
+PaddingOpt = typer.Option(None, "--padding", help="ONNX/HTTP: dlib-5pt chip padding (share of the face added per side).")
+
+
+def parse_triplet(text: str | None, flag: str) -> tuple[float, float, float] | None:
+    """'127.5' or '123,117,104' -> a 3-tuple of floats.
+
+    >>> parse_triplet("127.5", "--mean"), parse_triplet("1, 2,3", "--std")
+    ((127.5, 127.5, 127.5), (1.0, 2.0, 3.0))
+    """
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected one number or three comma-separated numbers") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise InputError(f"{flag} {text!r}: expected one number or three comma-separated numbers, got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+def build_extractor_options(
+    input_size: Optional[int],
+    mean: Optional[str],
+    std: Optional[str],
+    channel_order: Optional[ChannelOrder],
+    layout: Optional[Layout],
+    crop: Optional[AlignmentTemplate],
+    padding: Optional[float],
+) -> ExtractorOptions:
+    """Turn the raw flag values into validated :class:`ExtractorOptions`."""
+    if input_size is not None and input_size <= 0:
+        raise InputError(f"--input-size {input_size}: must be a positive number of pixels")
+    if padding is not None and not 0 <= padding <= 2:
+        raise InputError(f"--padding {padding}: must be between 0 and 2")
+    std_values = parse_triplet(std, "--std")
+    if std_values is not None and any(v == 0 for v in std_values):
+        raise InputError(f"--std {std}: a standard deviation of 0 would divide by zero")
+    return ExtractorOptions(
+        input_size=input_size,
+        mean=parse_triplet(mean, "--mean"),
+        std=std_values,
+        channel_order=channel_order,
+        layout=layout,
+        crop=crop,
+        padding=padding,
+    )

@@ -1,0 +1,1 @@
+"""Metrics: pure, typed functions with citations and doctests that pin their values."""
