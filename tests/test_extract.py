@@ -123,7 +123,9 @@ def test_real_photos_same_person_closer_than_others(tmp_path, lfw_dir):
     db = np.load(out, allow_pickle=False)
     labels, vectors = db["labels"], db["vectors"]
     assert "Abel_Pacheco/grey.png" in db["paths"].tolist()
-    same = labels[:, None] == labels[None, :]
+    # Each photo's nearest other photo is the same person (the grey one is alone: skip it).
     scores = vectors @ vectors.T
-    off_diagonal = ~np.eye(len(labels), dtype=bool)
-    assert scores[same & off_diagonal].mean() > scores[~same].mean() + 0.3
+    np.fill_diagonal(scores, -1)
+    nearest = labels[scores.argmax(axis=1)]
+    rows = labels != "Abel_Pacheco"
+    assert (nearest[rows] == labels[rows]).all()
