@@ -77,3 +77,18 @@ def lfw_identities(root: str | Path) -> dict[str, list[str]]:
         for folder in sorted(root.iterdir())
         if folder.is_dir()
     }
+
+
+def lfw_split(name: str) -> list[str]:
+    """Identities of a committed split: ``train`` (reconstructors, eigenface bases), ``eval``
+    (held-out targets and galleries) or ``demo`` (the shipped demo database, a subset of eval).
+
+    >>> len(set(lfw_split("train")) & set(lfw_split("eval")))
+    0
+    >>> set(lfw_split("demo")) <= set(lfw_split("eval"))
+    True
+    """
+    from importlib import resources
+
+    path = resources.files("fvr_audit.datasets") / "splits" / f"lfw_{name}.txt"
+    return [line for line in path.read_text().splitlines() if line]
