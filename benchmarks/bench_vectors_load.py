@@ -12,9 +12,11 @@ so memory figures start from a clean slate:
 * ``load_vectors(path, check=False)`` (headers only);
 * for comparison, ``np.load(path)`` reading the whole array into memory.
 
-Memory: ``peak_rss_increase_mb`` is the growth of the process's peak resident set
-(``getrusage``), ``tracemalloc_peak_mb`` the peak of numpy/Python allocations, ``rss_anon_mb`` /
-``rss_file_mb`` the resident anonymous / file-backed memory right after loading. Prints JSON.
+Memory: ``peak_rss_increase_mb`` is the growth of the process's peak resident set during the
+load (``VmHWM`` from /proc/self/status; ``getrusage``'s ``ru_maxrss`` is not used because a child
+inherits its parent's peak across fork+exec, and the parent just wrote the file),
+``tracemalloc_peak_mb`` the peak of numpy/Python allocations, ``rss_anon_mb`` / ``rss_file_mb``
+the resident anonymous / file-backed memory right after loading. Prints JSON.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from _common import emit, machine
 MB = 1024 * 1024
 
 
-def write_database(path: Path, rows: int, dim: int, seed: int = 0, block: int = 65536) -> None:
+def write_database(path: Path, rows: int, dim: int, seed: int = 0, block: int = 8192) -> None:
     """A C-ordered float32 .npy of unit vectors, written block by block."""
     rng = np.random.default_rng(seed)
     with open(path, "wb") as handle:
@@ -62,10 +64,16 @@ def _proc_status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
+                return round(int(line.split()[1]) / 1024, 1)  # kB
     except OSError:
         pass
     return None
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set; getrusage only where /proc is missing (it then includes the parent's)."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(path: Path, mode: str) -> dict:
@@ -83,14 +91,14 @@ def measure(path: Path, mode: str) -> dict:
         def load():
             return load_vectors(path, check=mode != "headers-only")
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    rss_before = _peak_rss_mb()
     tracemalloc.start()
     start = time.perf_counter()
     result = load()
     seconds = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_after = _peak_rss_mb()
     figures = {
         "seconds": round(seconds, 3),
         "peak_rss_increase_mb": round(rss_after - rss_before, 1),
@@ -154,6 +162,8 @@ def main() -> None:
                 "file_mb": round(path.stat().st_size / MB, 1),
                 "runs": runs,
                 "machine": machine(),
+                # Other processes compete for the CPUs: a load above cpus_usable inflates the times.
+                "load_average_1min": round(os.getloadavg()[0], 2),
             }
         )
 
