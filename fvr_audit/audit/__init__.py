@@ -1,0 +1,1 @@
+"""The audit: sample targets, reconstruct, re-identify with each engine F', measure, decide."""

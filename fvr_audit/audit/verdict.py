@@ -1,0 +1,68 @@
+"""The executive verdict: one risk level, and the rule that set it, in plain words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fvr_audit.audit.results import REFERENCE_METHODS, Record, RiskLevel, Verdict
+
+#: A 95% lower bound of this share of people re-identified at the gate makes the risk high.
+HIGH_TPR = 0.10
+
+
+def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float = HIGH_TPR) -> Verdict:
+    """Risk level from the strongest attack at (K, N), judged on its tpr's 95% lower bound.
+
+    * high: some attack re-identifies at least ``high_tpr`` of the targets in the top-K among N
+      (lower bound of the 95% interval), under some engine;
+    * elevated: some attack does better than chance (lower bound above K/N), but not that much;
+    * low: no attack beat chance. That is not proof of safety: the figures are a lower bound;
+    * not-assessed: no attack ran.
+
+    >>> r = Record("gradient", "local:faceres-1024", 1, 1000, 0.6, 0.4, 0.0, (0.5, 0.69), 0.001, 100, 5)
+    >>> decide_verdict([r], 1, 1000).level.value
+    'high'
+    >>> weak = Record("naive", "local:faceres-1024", 1, 1000, 0.03, 0.97, 0.0, (0.01, 0.08), 0.001, 100, 5)
+    >>> decide_verdict([weak], 1, 1000).level.value
+    'elevated'
+    >>> decide_verdict([], 1, 1000).level.value
+    'not-assessed'
+    """
+    baseline = min(1.0, k / n) if n else 1.0
+    attacks = [r for r in records if r.method not in REFERENCE_METHODS and r.k == k and r.n == n]
+    if not attacks:
+        return Verdict(
+            RiskLevel.NOT_ASSESSED,
+            "No reconstruction attack ran, so nothing was measured; this is not evidence of safety.",
+            None, None, k, n, None, None, baseline,
+        )
+    best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr))
+    where = (
+        f"{best.method} reconstructions put the true identity in {_engine_words(best.engine)}'s "
+        f"top-{k} among {n} enrolled identities for {best.tpr:.0%} of targets "
+        f"(95% interval {best.tpr_ci[0]:.0%}-{best.tpr_ci[1]:.0%}; chance: {baseline:.2%})"
+    )
+    if best.tpr_ci[0] >= high_tpr:
+        level = RiskLevel.HIGH
+        rule = (
+            f"High, because {where}. The rule: high when any attack re-identifies at least "
+            f"{high_tpr:.0%} of targets (95% lower bound) at top-{k} among {n}. "
+            "These vectors allow people to be identified: treat them as biometric data."
+        )
+    elif best.tpr_ci[0] > baseline:
+        level = RiskLevel.ELEVATED
+        rule = (
+            f"Elevated, because {where}: better than chance, below the {high_tpr:.0%} high-risk line. "
+            "Stronger attacks exist, so the true risk may be higher."
+        )
+    else:
+        level = RiskLevel.LOW
+        rule = (
+            f"Low, because no attack beat chance at top-{k} among {n} (best: {where}). "
+            "This measures only the attacks that ran; it is not proof that the vectors are safe."
+        )
+    return Verdict(level, rule, best.method, best.engine, k, n, best.tpr, best.tpr_ci, baseline)
+
+
+def _engine_words(engine: str) -> str:
+    return engine.split(":", 1)[-1]
