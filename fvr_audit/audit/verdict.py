@@ -13,6 +13,9 @@ HIGH_TPR = 0.10
 def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float = HIGH_TPR) -> Verdict:
     """Risk level from the strongest attack at (K, N), judged on its tpr's 95% lower bound.
 
+    ``n`` is the gate's N; an engine whose gallery holds fewer identities is judged at its own
+    largest N (records with ``r.n == min(n, that engine's largest N)``).
+
     * high: some attack re-identifies at least ``high_tpr`` of the targets in the top-K among N
       (lower bound of the 95% interval), under some engine;
     * elevated: some attack does better than chance (lower bound above K/N), but not that much;
@@ -29,7 +32,14 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
     'not-assessed'
     """
     baseline = min(1.0, k / n) if n else 1.0
-    attacks = [r for r in records if r.method not in REFERENCE_METHODS and r.k == k and r.n == n]
+    largest_n: dict[str, int] = {}
+    for r in records:
+        largest_n[r.engine] = max(largest_n.get(r.engine, 0), r.n)
+    attacks = [
+        r
+        for r in records
+        if r.method not in REFERENCE_METHODS and r.k == k and r.n == min(n, largest_n[r.engine])
+    ]
     if not attacks:
         return Verdict(
             RiskLevel.NOT_ASSESSED,
@@ -37,6 +47,7 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
             None, None, k, n, None, None, baseline,
         )
     best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr))
+    n, baseline = best.n, best.baseline
     where = (
         f"{best.method} reconstructions put the true identity in {_engine_words(best.engine)}'s "
         f"top-{k} among {n} enrolled identities for {best.tpr:.0%} of targets "

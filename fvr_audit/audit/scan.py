@@ -1,0 +1,552 @@
+"""``fvr-audit scan``: the paper's Metric 1 on the operator's own vectors.
+
+Targets are sampled from the database (one per identity, seeded); each reconstruction method
+turns their vectors into faces; every engine F' embeds its crop of those faces and ranks its
+enrolled identities; tpr/fpr/no-match are swept over K and N against chance. Two reference rows
+make the figures readable: "original" (the target's own photo, the ceiling) and "random".
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fvr_audit import __version__
+from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
+from fvr_audit.audit.results import (
+    AuditResults,
+    EngineSummary,
+    MethodSummary,
+    Record,
+    SameClassFalsePositives,
+    Target,
+    Verification,
+)
+from fvr_audit.audit.verdict import decide_verdict
+from fvr_audit.engines.base import Gallery
+from fvr_audit.engines.local import LocalEngine
+from fvr_audit.engines.registry import DEFAULT_ENGINES, create_engine
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.metrics.topk import (
+    same_class_false_positive_share,
+    success_attack_rate,
+    threshold_at_fmr,
+    topk_outcomes,
+    topk_sweep,
+    wilson_interval,
+)
+from fvr_audit.reconstructors.registry import available_reconstructors, get_reconstructor
+from fvr_audit.vectors import VectorDatabase, load_vectors
+
+#: Gallery vectors used as impostor probes to set the verification threshold.
+IMPOSTOR_PROBES = 2000
+#: Databases up to this size are hashed into the results (provenance); larger ones are not.
+HASH_DATABASE_UP_TO = 1 << 30
+
+
+@dataclass(frozen=True)
+class GallerySources:
+    """Where each engine's gallery, and the targets' original photos, come from."""
+
+    #: ``--gallery DIR``: identity folders of photos, embedded by every engine.
+    folder: Path | None = None
+    #: ``--gallery ENGINE=FILE``: labelled vectors already in that engine's space.
+    files: Mapping[str, Path] = field(default_factory=dict)
+    #: ``--originals ENGINE=FILE``: the target photos' vectors in that engine's space (by path).
+    originals: Mapping[str, Path] = field(default_factory=dict)
+    #: ``--images-root DIR``: the database's ``paths`` resolved against it give the original photos.
+    images_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    sample: int = 100
+    seed: int = 0
+    ks: tuple[int, ...] = (1, 5, 10, 25)
+    ns: tuple[int, ...] = (50, 100, 500, 1000, 5000)
+    #: Random gallery subsets drawn per N.
+    draws: int = 5
+    #: Reconstruction methods; ``None`` means every installed one.
+    methods: tuple[str, ...] | None = None
+    engines: tuple[str, ...] = DEFAULT_ENGINES
+    gate_k: int = 1
+    #: N of the verdict and of ``--fail-on-tpr``; ``None``: the largest N evaluated.
+    gate_n: int | None = None
+    fmr: float = 1e-3
+    method_settings: Mapping[str, dict] = field(default_factory=dict)
+    allow_duplicates: bool = False
+
+
+@dataclass(frozen=True)
+class ScanOutput:
+    results: AuditResults
+    #: method -> uint8 [T, 200, 200, 3] reconstructions (canonical frame), in target order.
+    reconstructions: dict[str, np.ndarray]
+    #: target position -> uint8 canonical crop of the original photo, when photos were available.
+    originals: dict[int, np.ndarray]
+
+
+#: ``progress(description, total)`` returns a function that advances that task by n.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(description: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class _EngineState:
+    spec: str
+    engine: LocalEngine
+    is_f: bool
+    gallery: Gallery
+    #: "database", "folder" or "file": how targets' own entries are found and held out.
+    kind: str
+    row_ids: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_scan(
+    database: VectorDatabase | str | Path,
+    extractor: Extractor,
+    settings: ScanSettings = ScanSettings(),
+    sources: GallerySources = GallerySources(),
+    *,
+    progress: ProgressFactory = _no_progress,
+) -> ScanOutput:
+    """Run the whole audit and return its results (nothing is written here)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    db = database if isinstance(database, VectorDatabase) else load_vectors(
+        database, expected_dim=extractor.dim, allow_duplicates=settings.allow_duplicates
+    )
+    if db.dim != extractor.dim:
+        raise InputError(
+            f"{db.path}: vectors have dimension {db.dim} but extractor {extractor.name} produces "
+            f"{extractor.dim}-dimensional vectors; give the extractor that made these vectors"
+        )
+    if not db.has_labels:
+        raise InputError(
+            f"{db.path}: no 'labels' array; re-identification is measured against each target's "
+            "true identity, so the database needs labels (fvr-audit extract writes them from identity folders)"
+        )
+    _check_settings(settings)
+    reconstructors = _reconstructors(settings, extractor, notes)
+
+    mark = time.perf_counter()
+    engines = _build_engines(db, extractor, settings, sources, progress)
+    timings["galleries_seconds"] = time.perf_counter() - mark
+
+    rows = _sample_targets(db, engines, settings)
+    if len(rows) < settings.sample:
+        notes.append(
+            f"{len(rows)} targets evaluated (asked for {settings.sample}): only {len(rows)} identities "
+            "have a vector in every engine's gallery besides the target's own"
+        )
+    labels = np.asarray(db.labels)[rows].astype(str)
+    for state in engines:
+        _hold_out_targets(state, db, rows)
+        state.engine.enroll(state.gallery)
+        identities = len(state.engine.identities)
+        if max(settings.ks) > identities:
+            raise InputError(
+                f"--k {max(settings.ks)}: exceeds the {identities} identities enrolled in "
+                f"{state.engine.name}'s gallery ({state.gallery.source}); lower --k or enlarge the gallery"
+            )
+    target_vectors = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+
+    # Reconstruct.
+    reconstructions: dict[str, np.ndarray] = {}
+    summaries: list[MethodSummary] = []
+    for reconstructor in reconstructors:
+        mark = time.perf_counter()
+        advance = progress(f"reconstruct: {reconstructor.name}", len(rows))
+        result = reconstructor.reconstruct(target_vectors, extractor, seed=settings.seed, on_progress=advance)
+        reconstructions[reconstructor.name] = result.images
+        timings[f"reconstruct_{reconstructor.name}_seconds"] = time.perf_counter() - mark
+        summaries.append(_method_summary(reconstructor, result))
+
+    # Every query set, per engine: method -> [T, G] identity scores.
+    scores: dict[str, dict[str, np.ndarray]] = {s.engine.name: {} for s in engines}
+    mark = time.perf_counter()
+    for state in engines:
+        advance = progress(f"re-identify: {state.engine.name}", len(reconstructions) + 2)
+        for summary in summaries:
+            if not state.is_f and state.engine.extractor.name in summary.models_used:
+                notes.append(
+                    f"{summary.name} used {state.engine.extractor.name}, so it is not evaluated by "
+                    f"{state.engine.name}: an attack may never use the engine that judges it"
+                )
+                continue
+            crops = crop_from_canonical(reconstructions[summary.name], state.engine.info.geometry)
+            scores[state.engine.name][summary.name] = state.engine.identity_scores(crops)[0]
+            advance(1)
+        original = _original_vectors(state, db, rows, sources)
+        if original is not None:
+            scores[state.engine.name]["original"] = state.engine.identity_scores_of_vectors(original)
+        else:
+            state.notes.append("no original photos or vectors: the 'original' row is missing")
+        advance(1)
+        rng = np.random.default_rng([settings.seed, 7])
+        scores[state.engine.name]["random"] = rng.random((len(rows), len(state.engine.identities)))
+        advance(1)
+    timings["reidentify_seconds"] = time.perf_counter() - mark
+
+    # Metrics.
+    mark = time.perf_counter()
+    records: list[Record] = []
+    same_class: list[SameClassFalsePositives] = []
+    verification: list[Verification] = []
+    for engine_index, state in enumerate(engines):
+        engine = state.engine
+        true_index = np.searchsorted(engine.identities, labels)
+        impostors = _impostor_scores(engine, settings.seed)
+        fmr_threshold = threshold_at_fmr(impostors, settings.fmr)
+        for method_index, (method, matrix) in enumerate(scores[engine.name].items()):
+            rng = np.random.default_rng([settings.seed, engine_index, method_index])
+            for rates in topk_sweep(
+                matrix, true_index, list(settings.ks), list(settings.ns),
+                seeds=settings.draws, threshold=engine.threshold, rng=rng,
+            ):
+                records.append(
+                    Record(method, engine.name, rates.k, rates.n, rates.tpr, rates.fpr, rates.no_match,
+                           rates.tpr_ci, rates.baseline, rates.queries, rates.seeds)
+                )
+            true_scores = matrix[np.arange(len(rows)), true_index]
+            others = matrix.copy()
+            others[np.arange(len(rows)), true_index] = -np.inf
+            hit, false_positive, _ = topk_outcomes(true_scores, others, settings.gate_k, engine.threshold)
+            same_class.append(
+                SameClassFalsePositives(
+                    method, engine.name, settings.gate_k, len(engine.identities), int(false_positive.sum()),
+                    same_class_false_positive_share(others.argmax(axis=1), false_positive),
+                )
+            )
+            sar = success_attack_rate(true_scores, fmr_threshold)
+            verification.append(
+                Verification(method, engine.name, settings.fmr, fmr_threshold, sar,
+                             wilson_interval(sar * len(rows), len(rows)), int(impostors.size))
+            )
+    timings["metrics_seconds"] = time.perf_counter() - mark
+    gate_n = settings.gate_n or max(settings.ns)
+    verdict = decide_verdict(records, settings.gate_k, gate_n)
+    timings["total_seconds"] = time.perf_counter() - started
+    for state in engines:
+        notes.extend(f"{state.engine.name}: {note}" for note in state.notes)
+
+    results = AuditResults(
+        tool_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        database=_database_summary(db),
+        extractor=_extractor_summary(extractor),
+        settings=_settings_summary(settings, sources, gate_n),
+        targets=tuple(
+            Target(int(row), str(label), None if db.paths is None else str(db.paths[row]))
+            for row, label in zip(rows, labels)
+        ),
+        methods=tuple(summaries),
+        engines=tuple(_engine_summary(state) for state in engines),
+        records=tuple(records),
+        same_class_false_positives=tuple(same_class),
+        verification=tuple(verification),
+        verdict=verdict,
+        timings={k: round(v, 2) for k, v in timings.items()},
+        notes=tuple(notes),
+    )
+    return ScanOutput(results, reconstructions, _original_images(db, rows, sources))
+
+
+def _check_settings(settings: ScanSettings) -> None:
+    if settings.sample < 1:
+        raise InputError(f"--sample {settings.sample}: must be at least 1")
+    if not settings.ks or min(settings.ks) < 1:
+        raise InputError(f"--k {list(settings.ks)}: every K must be a positive whole number")
+    if not settings.ns or min(settings.ns) < 2:
+        raise InputError(f"--n {list(settings.ns)}: every N must be at least 2 identities")
+    if settings.gate_k not in settings.ks:
+        raise InputError(f"--gate-k {settings.gate_k}: must be one of the evaluated K values {list(settings.ks)}")
+    if settings.draws < 1:
+        raise InputError(f"--draws {settings.draws}: must be at least 1")
+    if not 0 < settings.fmr < 1:
+        raise InputError(f"--fmr {settings.fmr}: must be between 0 and 1")
+
+
+def _reconstructors(settings: ScanSettings, extractor: Extractor, notes: list[str]) -> list:
+    explicit = settings.methods is not None
+    names = list(settings.methods) if explicit else available_reconstructors()
+    chosen = []
+    for name in names:
+        reconstructor = get_reconstructor(name, **dict(settings.method_settings.get(name, {})))
+        reason = reconstructor.supports(extractor)
+        if reason:
+            if explicit:
+                raise InputError(f"--methods {name}: cannot attack {extractor.name}: {reason}")
+            notes.append(f"{name} skipped: {reason}")
+            continue
+        chosen.append(reconstructor)
+    if not chosen:
+        notes.append("no reconstruction method is installed or applicable: only reference rows were measured")
+    return chosen
+
+
+def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineState]:
+    specs = list(dict.fromkeys(settings.engines))
+    engines = [create_engine(spec) for spec in specs]
+    unknown = set(sources.files) - {e.name for e in engines} - set(specs)
+    if unknown:
+        raise InputError(f"--gallery {sorted(unknown)[0]}=...: no such engine in --engine {','.join(specs)}")
+    folder_galleries = _embed_gallery_folder(sources.folder, engines, progress) if sources.folder else {}
+    states = []
+    for spec, engine in zip(specs, engines):
+        is_f = engine.extractor.name == extractor.name and engine.extractor.info.sha256 == extractor.info.sha256
+        file = sources.files.get(engine.name) or sources.files.get(spec)
+        if file is not None:
+            gallery_db = load_vectors(file, expected_dim=engine.extractor.dim, allow_duplicates=True)
+            if not gallery_db.has_labels:
+                raise InputError(f"{file}: no 'labels' array; a gallery must say who each vector is")
+            recorded = gallery_db.extractor
+            if recorded and recorded != engine.extractor.name:
+                raise InputError(
+                    f"{file}: made by extractor {recorded}, but it is the gallery of {engine.name}; "
+                    "vectors of different extractors cannot be compared"
+                )
+            gallery = Gallery(
+                np.asarray(gallery_db.vectors, np.float32), np.asarray(gallery_db.labels).astype(str),
+                f"vectors from {file}", None if gallery_db.paths is None else np.asarray(gallery_db.paths).astype(str),
+            )
+            states.append(_EngineState(spec, engine, is_f, gallery, "file"))
+        elif engine.name in folder_galleries:
+            states.append(_EngineState(spec, engine, is_f, folder_galleries[engine.name], "folder"))
+        elif is_f:
+            gallery = Gallery(
+                db.vectors, np.asarray(db.labels).astype(str),
+                "the database's other vectors of each identity (each target's own vector held out)",
+                None if db.paths is None else np.asarray(db.paths).astype(str),
+            )
+            states.append(_EngineState(spec, engine, is_f, gallery, "database", row_ids=np.arange(db.n)))
+        else:
+            raise InputError(
+                f"{engine.name}: no gallery to enroll; give --gallery DIR (identity folders of photos) "
+                f"or --gallery {engine.name}=vectors.npz"
+            )
+    return states
+
+
+def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]:
+    from fvr_audit.alignment.aligner import NoFacePolicy
+    from fvr_audit.extraction import discover_images, embed_records
+
+    records, labelled = discover_images(folder)
+    if not labelled:
+        raise InputError(f"{folder}: a gallery needs identity folders (DIR/<identity>/<image>), not a flat folder")
+    run = embed_records(
+        records, [e.extractor for e in engines], no_face=NoFacePolicy.SKIP,
+        on_progress=progress(f"embed gallery {folder}", len(records)),
+    )
+    kept = [records[i] for i in run.kept]
+    labels = np.array([r.label for r in kept])
+    paths = np.array([r.relative for r in kept])
+    skipped = len(records) - len(kept)
+    return {
+        e.name: Gallery(
+            run.vectors[e.extractor.name], labels,
+            f"photos in {folder} embedded by {e.extractor.name} ({len(kept)} faces"
+            + (f"; {skipped} images without a usable face left out)" if skipped else ")"),
+            paths,
+        )
+        for e in engines
+    }
+
+
+def _own_entry(state: _EngineState, db: VectorDatabase, row: int) -> np.ndarray:
+    """Mask of the gallery entries that are the target's own photo (to hold out)."""
+    gallery = state.gallery
+    if state.kind == "database":
+        return state.row_ids == row
+    if gallery.paths is not None and db.paths is not None:
+        return gallery.paths == str(db.paths[row])
+    return np.zeros(len(gallery.labels), bool)
+
+
+def _sample_targets(db: VectorDatabase, engines: list[_EngineState], settings: ScanSettings) -> np.ndarray:
+    """One row per identity (seeded), among rows whose identity every engine can still find."""
+    labels = np.asarray(db.labels).astype(str)
+    eligible = np.ones(db.n, bool)
+    for state in engines:
+        names, counts = np.unique(state.gallery.labels, return_counts=True)
+        count_of = dict(zip(names.tolist(), counts.tolist()))
+        in_gallery = np.array([count_of.get(label, 0) for label in labels])
+        own = np.zeros(db.n, int)
+        if state.kind == "database":
+            own[:] = 1
+        elif state.gallery.paths is not None and db.paths is not None:
+            own = np.isin(np.asarray(db.paths).astype(str), state.gallery.paths).astype(int)
+        eligible &= in_gallery - own >= 1
+    if not eligible.any():
+        raise InputError(
+            f"{db.path}: no target can be evaluated: no identity has a gallery vector, in every engine, "
+            "other than the target's own (give --gallery DIR with other photos of the same people)"
+        )
+    rng = np.random.default_rng(settings.seed)
+    candidates = np.flatnonzero(eligible)
+    identities = np.unique(labels[candidates])
+    chosen = rng.permutation(identities)[: settings.sample]
+    rows = [int(rng.choice(candidates[labels[candidates] == name])) for name in chosen]
+    return np.array(sorted(rows), dtype=np.int64)
+
+
+def _hold_out_targets(state: _EngineState, db: VectorDatabase, rows: np.ndarray) -> None:
+    mask = np.zeros(len(state.gallery.labels), bool)
+    for row in rows:
+        mask |= _own_entry(state, db, int(row))
+    state.gallery = state.gallery.without(mask)
+    if state.row_ids is not None:
+        state.row_ids = state.row_ids[~mask]
+
+
+def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) -> np.ndarray | None:
+    """The targets' own photos as seen by this engine, if they can be had."""
+    if state.is_f:
+        return np.asarray(db.vectors[rows], dtype=np.float32)  # F(original) is the stored vector
+    file = sources.originals.get(state.engine.name) or sources.originals.get(state.spec)
+    if file is not None:
+        originals = load_vectors(file, expected_dim=state.engine.extractor.dim, allow_duplicates=True)
+        if originals.paths is None or db.paths is None:
+            raise InputError(f"{file}: originals need 'paths' (and the database too) to be matched to targets")
+        position = {str(p): i for i, p in enumerate(originals.paths)}
+        missing = [str(db.paths[r]) for r in rows if str(db.paths[r]) not in position]
+        if missing:
+            raise InputError(f"{file}: no original vector for target photo {missing[0]} ({len(missing)} missing)")
+        return np.asarray(originals.vectors[[position[str(db.paths[r])] for r in rows]], dtype=np.float32)
+    if sources.images_root is not None and db.paths is not None:
+        from fvr_audit.alignment.aligner import NoFacePolicy
+        from fvr_audit.extraction.pipeline import align_paths
+
+        paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+        crops = []
+        for path, face in zip(paths, align_paths(paths, [state.engine.info.geometry], no_face=NoFacePolicy.CENTER)):
+            if not face.status.usable:
+                raise InputError(f"{path}: original photo of a target unusable ({face.status.value}: {face.reason})")
+            crops.append(face.crops[0])
+        return state.engine.embed(np.stack(crops))
+    return None
+
+
+def _original_images(db, rows, sources: GallerySources) -> dict[int, np.ndarray]:
+    if sources.images_root is None or db.paths is None:
+        return {}
+    from fvr_audit.alignment.aligner import NoFacePolicy
+    from fvr_audit.extraction.pipeline import align_paths
+
+    paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+    return {
+        position: face.crops[0]
+        for position, face in enumerate(align_paths(paths, [CANONICAL_GEOMETRY], no_face=NoFacePolicy.CENTER))
+        if face.status.usable
+    }
+
+
+def _impostor_scores(engine: LocalEngine, seed: int) -> np.ndarray:
+    """Scores of gallery vectors against identities other than their own (a sample of probes)."""
+    gallery = engine.gallery
+    rng = np.random.default_rng([seed, 11])
+    probes = rng.choice(len(gallery.vectors), size=min(IMPOSTOR_PROBES, len(gallery.vectors)), replace=False)
+    matrix = engine.identity_scores_of_vectors(gallery.vectors[probes])
+    own = np.searchsorted(engine.identities, np.asarray(gallery.labels)[probes].astype(str))
+    matrix[np.arange(len(probes)), own] = np.nan
+    return matrix[~np.isnan(matrix)]
+
+
+def _method_summary(reconstructor, result) -> MethodSummary:
+    info = reconstructor.info
+    queries = np.asarray(result.queries)
+    similarity = np.asarray(result.similarity, dtype=np.float64)
+    return MethodSummary(
+        name=info.name,
+        access=info.access.value,
+        description=info.description,
+        reference=info.reference,
+        models_used=tuple(result.models_used),
+        queries_per_target_mean=float(queries.mean()) if queries.size else 0.0,
+        queries_per_target_max=int(queries.max()) if queries.size else 0,
+        queries_total=int(queries.sum()),
+        seconds=float(result.seconds),
+        similarity_median=float(np.median(similarity)) if similarity.size else None,
+        similarity_min=float(similarity.min()) if similarity.size else None,
+        similarity_max=float(similarity.max()) if similarity.size else None,
+        settings=dict(result.settings),
+    )
+
+
+def _engine_summary(state: _EngineState) -> EngineSummary:
+    info = state.engine.info
+    return EngineSummary(
+        name=info.name,
+        description=info.description,
+        dim=info.dim or 0,
+        geometry=info.geometry.describe(),
+        sha256=info.sha256,
+        gallery_source=state.gallery.source,
+        gallery_identities=len(state.engine.identities),
+        gallery_vectors=len(state.gallery.labels),
+        threshold=info.threshold,
+        is_f=state.is_f,
+    )
+
+
+def _database_summary(db: VectorDatabase) -> dict:
+    from fvr_audit.model_store import sha256_file
+
+    path = Path(db.path)
+    size = path.stat().st_size
+    return {
+        "path": str(path),
+        "n": int(db.n),
+        "dim": int(db.dim),
+        "identities": int(len(np.unique(np.asarray(db.labels)))),
+        "bytes": int(size),
+        "sha256": sha256_file(path) if size <= HASH_DATABASE_UP_TO else None,
+    }
+
+
+def _extractor_summary(extractor: Extractor) -> dict:
+    info = extractor.info
+    return {
+        "name": info.name,
+        "dim": info.dim,
+        "geometry": info.geometry.describe(),
+        "preprocessing": info.preprocessing.describe(),
+        "source": info.source,
+        "license": info.license,
+        "sha256": info.sha256,
+        "queries_used": extractor.queries_used,
+    }
+
+
+def _settings_summary(settings: ScanSettings, sources: GallerySources, gate_n: int) -> dict:
+    return {
+        "sample": settings.sample,
+        "seed": settings.seed,
+        "k": list(settings.ks),
+        "n": list(settings.ns),
+        "draws_per_n": settings.draws,
+        "methods": None if settings.methods is None else list(settings.methods),
+        "engines": list(settings.engines),
+        "gate_k": settings.gate_k,
+        "gate_n": gate_n,
+        "fmr": settings.fmr,
+        "method_settings": {k: dict(v) for k, v in settings.method_settings.items()},
+        "gallery_folder": None if sources.folder is None else str(sources.folder),
+        "gallery_files": {k: str(v) for k, v in sources.files.items()},
+        "originals_files": {k: str(v) for k, v in sources.originals.items()},
+        "images_root": None if sources.images_root is None else str(sources.images_root),
+        "identity_score": "best cosine over the identity's enrolled vectors",
+        "top_k_unit": "identities",
+    }

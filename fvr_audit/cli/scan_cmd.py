@@ -1,0 +1,262 @@
+"""``fvr-audit scan VECTORS --extractor F``: reconstruct, re-identify, measure, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fvr_audit.cli import options as opt
+from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.errors import ExitCode, InputError
+from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """'1,5,10' -> (1, 5, 10).
+
+    >>> parse_int_list("1, 5,25", "--k")
+    (1, 5, 25)
+    """
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected comma-separated whole numbers") from None
+    if not values:
+        raise InputError(f"{flag} {text!r}: give at least one value")
+    return tuple(sorted(set(values)))
+
+
+def parse_assignments(items: list[str], flag: str) -> dict[str, Path]:
+    """['local:faceres-1024=g.npz'] -> {'local:faceres-1024': Path('g.npz')}."""
+    parsed = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value:
+            raise InputError(f"{flag} {item!r}: expected ENGINE=FILE, e.g. local:faceres-1024=gallery.npz")
+        if ":" not in name:
+            name = f"local:{name}"
+        parsed[name] = Path(value)
+    return parsed
+
+
+def parse_method_options(items: list[str]) -> dict[str, dict]:
+    """['eigenfaces.iterations=200'] -> {'eigenfaces': {'iterations': 200}}.
+
+    >>> parse_method_options(["eigenfaces.iterations=200", "gradient.lr=0.05", "gradient.flip=false"])
+    {'eigenfaces': {'iterations': 200}, 'gradient': {'lr': 0.05, 'flip': False}}
+    """
+    settings: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise InputError(f"--set {item!r}: expected METHOD.SETTING=VALUE, e.g. eigenfaces.iterations=200")
+        settings.setdefault(method, {})[name.replace("-", "_")] = _scalar(value)
+    return settings
+
+
+def _scalar(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("scan")
+    @handle_errors
+    def scan(
+        vectors: Path = typer.Argument(..., help="Vector database (.npy or .npz with labels) made by the extractor F."),
+        extractor: str = opt.ExtractorArg,
+        output: Path = typer.Option(Path("fvr-audit-report"), "--output", "-o", help="Folder for results.json and the reports."),
+        methods: Optional[str] = typer.Option(None, "--methods", help="Reconstruction methods, comma-separated (default: all installed)."),
+        engines: str = typer.Option(
+            "local:dlib-resnet128,local:faceres-1024", "--engine", help="Secondary recognizers F', comma-separated."
+        ),
+        gallery: list[str] = typer.Option(
+            [], "--gallery", help="DIR of identity folders (photos, embedded by every engine), or ENGINE=vectors.npz; repeatable."
+        ),
+        originals: list[str] = typer.Option(
+            [], "--originals", help="ENGINE=vectors.npz: the target photos' vectors in that engine (matched by paths)."
+        ),
+        images_root: Optional[Path] = typer.Option(
+            None, "--images-root", help="Folder against which the database's paths give the targets' original photos."
+        ),
+        sample: int = typer.Option(100, "--sample", help="Targets to reconstruct (one per identity, seeded)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of target sampling, attacks and gallery subsets."),
+        k: str = typer.Option("1,5,10,25", "--k", help="Top-K values."),
+        n: str = typer.Option("50,100,500,1000,5000", "--n", help="Enrolled-identity counts N (capped by the gallery)."),
+        draws: int = typer.Option(5, "--draws", help="Random gallery subsets per N."),
+        gate_k: int = typer.Option(1, "--gate-k", help="K of the verdict and of --fail-on-tpr."),
+        gate_n: Optional[int] = typer.Option(None, "--gate-n", help="N of the verdict and of --fail-on-tpr (default: largest N)."),
+        fail_on_tpr: Optional[float] = typer.Option(
+            None, "--fail-on-tpr", help="Exit 1 when any attack's tpr at (gate K, gate N) exceeds this (CI gating)."
+        ),
+        fmr: float = typer.Option(1e-3, "--fmr", help="False-match rate of the verification view."),
+        pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also render report.pdf."),
+        redact: bool = typer.Option(False, "--redact", help="Pixelate every face in the report (for wide circulation)."),
+        as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
+        set_: list[str] = typer.Option([], "--set", help="Method setting METHOD.NAME=VALUE, e.g. eigenfaces.iterations=200."),
+        allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Warn about duplicated rows instead of failing."),
+        input_size: Optional[int] = opt.InputSizeOpt,
+        mean: Optional[str] = opt.MeanOpt,
+        std: Optional[str] = opt.StdOpt,
+        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
+        layout: Optional[Layout] = opt.LayoutOpt,
+        crop: Optional[AlignmentTemplate] = opt.CropOpt,
+        padding: Optional[float] = opt.PaddingOpt,
+    ) -> None:
+        """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
+        from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
+        from fvr_audit.extractors.registry import get_extractor
+
+        if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
+            raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
+        if output.exists() and not output.is_dir():
+            raise InputError(f"{output}: exists and is not a folder; give a folder for the report")
+        folders = [Path(g) for g in gallery if "=" not in g]
+        if len(folders) > 1:
+            raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")
+        settings = ScanSettings(
+            sample=sample,
+            seed=seed,
+            ks=parse_int_list(k, "--k"),
+            ns=parse_int_list(n, "--n"),
+            draws=draws,
+            methods=None if methods is None else tuple(m.strip() for m in methods.split(",") if m.strip()),
+            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            gate_k=gate_k,
+            gate_n=gate_n,
+            fmr=fmr,
+            method_settings=parse_method_options(set_),
+            allow_duplicates=allow_duplicates,
+        )
+        sources = GallerySources(
+            folder=folders[0] if folders else None,
+            files=parse_assignments([g for g in gallery if "=" in g], "--gallery"),
+            originals=parse_assignments(originals, "--originals"),
+            images_root=images_root,
+        )
+        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        model = get_extractor(extractor, options)
+        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
+            console.print(f"[yellow]{line}[/]")
+
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+
+            def task(description: str, total: int):
+                task_id = progress.add_task(description, total=total)
+                return lambda step=1: progress.advance(task_id, step)
+
+            outcome = run_scan(vectors, model, settings, sources, progress=task)
+        written = write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
+        results = outcome.results
+        if as_json:
+            sys.stdout.write(results.to_json())
+        if not quiet:
+            console.print(summary_table(results))
+            console.print(f"[bold]verdict: {results.verdict.level.value.upper()}[/] {results.verdict.rule}")
+            for note in results.notes:
+                console.print(f"note: {note}")
+        typer.echo(f"report: {written.get('html', output / 'results.json')}", err=True)
+        if fail_on_tpr is not None:
+            exceeded = gate_exceeded(results, fail_on_tpr)
+            if exceeded:
+                typer.echo(f"fail-on-tpr: {exceeded}", err=True)
+                raise typer.Exit(int(ExitCode.RISK_ABOVE_THRESHOLD))
+
+
+def gate_exceeded(results, limit: float) -> str | None:
+    """Why the CI gate fails (an attack's tpr at the verdict's K and N above ``limit``), or None."""
+    from fvr_audit.audit.results import REFERENCE_METHODS
+
+    largest = {}
+    for r in results.records:
+        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
+    k, n = results.settings["gate_k"], results.settings["gate_n"]
+    over = [
+        r for r in results.records
+        if r.method not in REFERENCE_METHODS and r.k == k and r.n == min(n, largest[r.engine]) and r.tpr > limit
+    ]
+    if not over:
+        return None
+    worst = max(over, key=lambda r: r.tpr)
+    return f"{worst.method} under {worst.engine}: tpr {worst.tpr:.3f} at K={worst.k}, N={worst.n} exceeds {limit}"
+
+
+def summary_table(results) -> Table:
+    k = results.settings["gate_k"]
+    table = Table(title=f"Re-identification at top-{k} (largest N per engine); tpr with 95% interval")
+    for column in ("method", "engine", "N", "tpr", "95% CI", "fpr", "no-match", "chance", f"SAR@FMR{results.settings['fmr']:g}"):
+        table.add_column(column, justify="right" if column not in ("method", "engine") else "left")
+    largest = {}
+    for r in results.records:
+        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
+    sar = {(v.method, v.engine): v.sar for v in results.verification}
+    for r in results.records:
+        if r.k != k or r.n != min(results.settings["gate_n"], largest[r.engine]):
+            continue
+        table.add_row(
+            r.method, r.engine, str(r.n), f"{r.tpr:.3f}", f"{r.tpr_ci[0]:.3f}-{r.tpr_ci[1]:.3f}",
+            f"{r.fpr:.3f}", f"{r.no_match:.3f}", f"{r.baseline:.4f}", f"{sar.get((r.method, r.engine), 0):.3f}",
+        )
+    return table
+
+
+def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
+    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic."""
+    from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+
+    output.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for method, images in outcome.reconstructions.items():
+        for target, image in zip(outcome.results.targets, images):
+            atomic_write_bytes(output / "reconstructions" / method / f"{target.index:06d}.png", _png(image))
+    try:
+        from fvr_audit.report import ReportFormat, ReportImages, render_report
+    except ImportError:
+        atomic_write_text(output / "results.json", outcome.results.to_json())
+        written["json"] = output / "results.json"
+        return written
+    formats = {ReportFormat.JSON, ReportFormat.HTML} | ({ReportFormat.PDF} if pdf else set())
+    images = ReportImages(reconstructions=_by_target(outcome), originals=outcome.originals or None)
+    for fmt, path in render_report(outcome.results, output, images=images, formats=formats, redact=redact).items():
+        written[fmt.value] = path
+    return written
+
+
+def _by_target(outcome) -> dict[str, dict[int, object]]:
+    return {
+        method: {position: image for position, image in enumerate(images)}
+        for method, images in outcome.reconstructions.items()
+    }
+
+
+def _png(image) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,150 @@
+"""A local engine: any ``Extractor`` plus a faiss inner-product index over L2-normalised vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fvr_audit.engines.base import EngineInfo, Gallery, IdentityHits, MatchingEngine
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import Extractor, l2_normalize
+
+#: Above this many gallery vectors, top-K search uses an HNSW graph instead of exact search
+#: (benchmarks/bench_engine_search.py measures where exact search stops being fast enough).
+APPROXIMATE_ABOVE = 500_000
+#: Queries x gallery scores are computed in blocks of this many gallery rows (bounded memory).
+SCORE_BLOCK_ROWS = 65_536
+
+
+class LocalEngine(MatchingEngine):
+    """F' = an extractor run locally; identity score = best cosine over the identity's vectors."""
+
+    gives_all_scores = True
+
+    def __init__(self, extractor: Extractor, *, threshold: float | None = None) -> None:
+        self.extractor = extractor
+        self.threshold = threshold
+        self._gallery: Gallery | None = None
+        self._identities: np.ndarray | None = None
+        self._identity_of_row: np.ndarray | None = None
+        self._index = None
+
+    @property
+    def info(self) -> EngineInfo:
+        extractor = self.extractor.info
+        return EngineInfo(
+            name=f"local:{extractor.name}",
+            description=f"{extractor.name} run locally ({extractor.source})",
+            geometry=extractor.geometry,
+            dim=extractor.dim,
+            sha256=extractor.sha256,
+            threshold=self.threshold,
+        )
+
+    @property
+    def gallery(self) -> Gallery:
+        if self._gallery is None:
+            raise RuntimeError(f"{self.name}: no gallery enrolled")
+        return self._gallery
+
+    def enroll(self, gallery: Gallery) -> None:
+        vectors = np.asarray(gallery.vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.extractor.dim:
+            raise InputError(
+                f"{gallery.source}: gallery vectors have shape {vectors.shape}, but {self.name} "
+                f"produces {self.extractor.dim}-dimensional vectors"
+            )
+        identities, identity_of_row = np.unique(np.asarray(gallery.labels).astype(str), return_inverse=True)
+        # Rows sorted by identity: per-identity maxima become contiguous reductions (reduceat).
+        order = np.argsort(identity_of_row, kind="stable")
+        vectors, identity_of_row = vectors[order], identity_of_row[order]
+        paths = None if gallery.paths is None else np.asarray(gallery.paths)[order]
+        labels = np.asarray(gallery.labels)[order]
+        if len(identities) < 2:
+            raise InputError(
+                f"{gallery.source}: the gallery holds {len(identities)} identity; re-identification "
+                "needs at least 2 enrolled identities"
+            )
+        self._gallery = Gallery(l2_normalize(vectors), labels, gallery.source, paths)
+        self._identities = identities
+        self._identity_of_row = identity_of_row
+        self._index = None
+
+    @property
+    def identities(self) -> np.ndarray:
+        if self._identities is None:
+            raise RuntimeError(f"{self.name}: no gallery enrolled")
+        return self._identities
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        return self.extractor.embed(crops)
+
+    def identity_scores(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.identity_scores_of_vectors(self.embed(crops)), self.identities
+
+    def identity_scores_of_vectors(self, queries: np.ndarray) -> np.ndarray:
+        """[Q, G] best cosine of each query against each identity's gallery vectors (exact)."""
+        gallery = self.gallery.vectors
+        queries = l2_normalize(np.asarray(queries, dtype=np.float32))
+        scores = np.full((len(queries), len(self.identities)), -np.inf, dtype=np.float32)
+        for start in range(0, len(gallery), SCORE_BLOCK_ROWS):
+            block = queries @ gallery[start : start + SCORE_BLOCK_ROWS].T
+            owners = self._identity_of_row[start : start + SCORE_BLOCK_ROWS]
+            # Rows are sorted by identity, so each identity is one run of columns in the block.
+            run_starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+            run_max = np.maximum.reduceat(block, run_starts, axis=1)
+            columns = owners[run_starts]
+            scores[:, columns] = np.maximum(scores[:, columns], run_max)
+        return scores
+
+    def search(self, crops: np.ndarray, k: int) -> list[IdentityHits]:
+        return self.search_vectors(self.embed(crops), k)
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> list[IdentityHits]:
+        """Top-k identities per query via faiss (exact, or HNSW for very large galleries)."""
+        if k > len(self.identities):
+            raise InputError(f"K = {k} exceeds the {len(self.identities)} identities enrolled in {self.name}")
+        queries = l2_normalize(np.asarray(queries, dtype=np.float32))
+        # Fetch more rows than K: several rows may belong to one identity.
+        rows = min(len(self.gallery.vectors), max(4 * k, k + 32))
+        while True:
+            scores, indices = self._faiss().search(queries, rows)
+            hits = [self._dedupe(s, i, k) for s, i in zip(scores, indices)]
+            if all(len(h.labels) >= k for h in hits) or rows >= len(self.gallery.vectors):
+                break
+            rows = min(len(self.gallery.vectors), rows * 4)
+        if self.threshold is not None:
+            hits = [self._above_threshold(h) for h in hits]
+        return hits
+
+    def _dedupe(self, scores: np.ndarray, indices: np.ndarray, k: int) -> IdentityHits:
+        labels, best = [], []
+        seen = set()
+        for score, index in zip(scores, indices):
+            if index < 0:
+                continue
+            identity = int(self._identity_of_row[index])
+            if identity not in seen:
+                seen.add(identity)
+                labels.append(str(self.identities[identity]))
+                best.append(float(score))
+                if len(labels) == k:
+                    break
+        return IdentityHits(tuple(labels), tuple(best))
+
+    def _above_threshold(self, hits: IdentityHits) -> IdentityHits:
+        keep = [i for i, s in enumerate(hits.scores) if s >= self.threshold]
+        return IdentityHits(tuple(hits.labels[i] for i in keep), tuple(hits.scores[i] for i in keep))
+
+    def _faiss(self):
+        if self._index is None:
+            import faiss
+
+            vectors = self.gallery.vectors
+            if len(vectors) > APPROXIMATE_ABOVE:
+                index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efSearch = 256
+            else:
+                index = faiss.IndexFlatIP(vectors.shape[1])
+            index.add(np.ascontiguousarray(vectors))
+            self._index = index
+        return self._index

@@ -1,0 +1,34 @@
+"""Engine specs on the command line: ``local:<extractor>`` (any extractor spec after the colon).
+
+>>> parse_engine_spec("local:faceres-1024"), parse_engine_spec("faceres-1024")
+(('local', 'faceres-1024'), ('local', 'faceres-1024'))
+"""
+
+from __future__ import annotations
+
+from fvr_audit.engines.base import MatchingEngine
+from fvr_audit.errors import InputError
+
+DEFAULT_ENGINES = ("local:dlib-resnet128", "local:faceres-1024")
+#: Cloud engines plug in through the same MatchingEngine interface; not shipped in this version.
+PLANNED_ENGINES = ("aws:rekognition", "azure:face")
+
+
+def parse_engine_spec(spec: str) -> tuple[str, str]:
+    kind, sep, target = spec.partition(":")
+    if not sep or kind in ("http", "https") or "/" in kind:
+        return "local", spec
+    return kind, target
+
+
+def create_engine(spec: str, *, threshold: float | None = None) -> MatchingEngine:
+    """A matching engine from its spec; ``local:`` wraps any extractor spec."""
+    kind, target = parse_engine_spec(spec)
+    if kind == "local":
+        from fvr_audit.engines.local import LocalEngine
+        from fvr_audit.extractors.registry import get_extractor
+
+        return LocalEngine(get_extractor(target), threshold=threshold)
+    if spec in PLANNED_ENGINES:
+        raise InputError(f"{spec}: this engine is not available in this version yet; use local:<extractor>")
+    raise InputError(f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>")
