@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,13 @@ def _load_factory(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+@functools.lru_cache(maxsize=None)
+def _builtin(name: str) -> Extractor:
+    # Built-ins keep no per-call state, so one instance (one onnxruntime session, one hash check)
+    # serves F and every engine that uses the same model within a process.
+    return _load_factory(BUILTIN_EXTRACTORS[name])()
+
+
 def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extractor:
     """Create an extractor from a built-in name, a ``.onnx`` path, or an ``http(s)://`` URL.
 
@@ -78,7 +86,7 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
                 f"{spec}: preprocessing overrides apply only to ONNX files and HTTP endpoints; "
                 "built-in extractors use their exact preprocessing"
             )
-        return _load_factory(BUILTIN_EXTRACTORS[spec])()
+        return _builtin(spec)
     path = Path(spec)
     if path.suffix.lower() == ".onnx" or path.exists():
         from fvr_audit.extractors.onnx_model import OnnxModelExtractor
@@ -90,4 +98,4 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
 
 def list_builtin_extractors() -> list[ExtractorInfo]:
     """Info of every built-in extractor (loads each one, which verifies its model file)."""
-    return [_load_factory(target)().info for target in BUILTIN_EXTRACTORS.values()]
+    return [_builtin(name).info for name in BUILTIN_EXTRACTORS]
