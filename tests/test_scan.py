@@ -153,3 +153,38 @@ def test_unknown_method_and_engine(database, tmp_path):
     result = runner.invoke(app, scan_args(database, tmp_path, "--engine", "aws:rekognition"))
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: aws:rekognition: this engine is not available in this version yet; use local:<extractor>"
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_original_row_reaches_dlibs_ceiling_on_lfw(lfw_dir, tmp_path):
+    """Issue acceptance: 'original' tpr@1 >= 0.85 and tpr@5 >= 0.93 under F' = dlib at N = 1000,
+    and 'random' matches K/N within its interval. 100 held-out identities (all their photos) plus
+    900 distractor identities (one photo each), embedded end to end with `fvr-audit extract`."""
+    from fvr_audit.datasets.lfw import lfw_identities, lfw_split
+
+    identities = lfw_identities(lfw_dir)
+    rng = np.random.default_rng(5)
+    held_out = sorted(rng.choice(lfw_split("eval"), size=100, replace=False).tolist())
+    others = sorted(set(identities) - set(held_out))
+    distractors = sorted(rng.choice(others, size=900, replace=False).tolist())
+    tree = tmp_path / "faces"
+    for name in held_out + distractors:
+        (tree / name).mkdir(parents=True)
+        for relative in identities[name] if name in held_out else identities[name][:1]:
+            os.symlink(lfw_dir / relative, tree / relative)
+    db = tmp_path / "db.npz"
+    result = runner.invoke(app, ["extract", str(tree), "-o", str(db), "--no-face", "center", "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [
+        "scan", str(db), "--engine", "local:dlib-resnet128", "--methods", "", "--k", "1,5,25",
+        "--n", "1000", "--sample", "100", "--no-pdf", "-q", "--json", "-o", str(tmp_path / "out"),
+    ])
+    assert result.exit_code == 0, result.output
+    records = {(r["method"], r["k"]): r for r in json.loads(result.stdout)["records"] if r["n"] == 1000}
+    print({key: round(r["tpr"], 3) for key, r in records.items()})
+    assert records[("original", 1)]["tpr"] >= 0.85
+    assert records[("original", 5)]["tpr"] >= 0.93
+    for k in (1, 5, 25):
+        random = records[("random", k)]
+        assert random["tpr_ci"][0] <= k / 1000 <= random["tpr_ci"][1]

@@ -239,17 +239,15 @@ def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dic
         written["json"] = output / "results.json"
         return written
     formats = {ReportFormat.JSON, ReportFormat.HTML} | ({ReportFormat.PDF} if pdf else set())
-    images = ReportImages(reconstructions=_by_target(outcome), originals=outcome.originals or None)
+    # Keyed by the target's database row, so a face can never be shown under another name.
+    images = ReportImages.from_arrays(
+        outcome.reconstructions,
+        [target.index for target in outcome.results.targets],
+        originals=outcome.originals or None,
+    )
     for fmt, path in render_report(outcome.results, output, images=images, formats=formats, redact=redact).items():
         written[fmt.value] = path
     return written
-
-
-def _by_target(outcome) -> dict[str, dict[int, object]]:
-    return {
-        method: {position: image for position, image in enumerate(images)}
-        for method, images in outcome.reconstructions.items()
-    }
 
 
 def _png(image) -> bytes:

@@ -1,0 +1,580 @@
+"""The risk report: results -> report.html / report.pdf / results.json, written atomically (0600).
+
+Templates are jinja2 files in the repository's top-level ``report_templates/`` folder
+(``report.html.j2`` and ``report.css``). They are found, in order:
+
+1. in the folder named by ``FVR_AUDIT_TEMPLATES`` (files there override the built-in ones, so
+   an organisation can replace only ``report.css``);
+2. in ``fvr_audit/report/templates/`` (should they move into the package, as package-data);
+3. in ``report_templates/`` beside the package (a source checkout or an editable install);
+4. in ``<prefix>/share/fvr-audit/report_templates`` (a wheel that ships them as data-files), or
+   the same under the user base (``pip install --user``).
+
+Autoescaping is on for every template: method, engine, label and settings strings come from the
+user and are escaped wherever they appear.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import site
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from fvr_audit.audit.results import (
+    LOWER_BOUND_NOTICE,
+    REFERENCE_METHODS,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    AuditResults,
+    EngineSummary,
+    Record,
+    RiskLevel,
+)
+from fvr_audit.audit.verdict import HIGH_TPR
+from fvr_audit.errors import InputError
+from fvr_audit.io.atomic import atomic_write_bytes
+from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
+from fvr_audit.report.images import REDACT_GRID, ReportImages, png_data_uri
+from fvr_audit.report.plots import method_styles, metric1_svg
+
+#: Environment variable naming a folder of templates that override the built-in ones.
+TEMPLATES_ENV = "FVR_AUDIT_TEMPLATES"
+TEMPLATE_NAME = "report.html.j2"
+CSS_NAME = "report.css"
+#: Where a wheel's ``data-files`` put the templates, relative to the install prefix.
+DATA_FILES_SUBDIR = Path("share") / "fvr-audit" / "report_templates"
+
+LEVEL_LABELS = {
+    RiskLevel.HIGH: "High risk",
+    RiskLevel.ELEVATED: "Elevated risk",
+    RiskLevel.LOW: "Low measured risk",
+    RiskLevel.NOT_ASSESSED: "Not assessed",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def render_report(
+    results: AuditResults,
+    out_dir: Path,
+    *,
+    images: ReportImages | None = None,
+    formats: Iterable[ReportFormat | str] = frozenset(ReportFormat),
+    redact: bool = False,
+) -> dict[ReportFormat, Path]:
+    """Write the report files for ``results`` into ``out_dir``; return the path of each format.
+
+    Every file is rendered first and only then written, each atomically with mode 0600 (they hold
+    biometric data): a reader sees the old file or the whole new one, and a rendering error leaves
+    every existing file untouched. With ``redact=True`` every face image in the HTML/PDF is
+    pixelated to an :data:`REDACT_GRID`-block grid and target names are replaced by indices;
+    ``results.json`` is the unredacted results.
+    """
+    wanted = _formats(formats)
+    document = ReportDocument(results, images, redact)
+    rendered = {fmt: FORMATTERS[fmt].render(document) for fmt in _ordered(wanted)}
+    out_dir = Path(out_dir)
+    written = {}
+    for fmt, data in rendered.items():
+        path = out_dir / FORMATTERS[fmt].filename
+        atomic_write_bytes(path, data)
+        written[fmt] = path
+    return written
+
+
+def render_html(results: AuditResults, *, images: ReportImages | None = None, redact: bool = False) -> str:
+    """The self-contained report HTML (what ``report.html`` holds and ``report.pdf`` prints)."""
+    env = template_environment()
+    css = _css(env)
+    template = env.get_template(TEMPLATE_NAME)
+    return template.render(css=css, **report_context(results, images=images, redact=redact))
+
+
+def templates_dir() -> Path:
+    """The built-in templates folder (see the module docstring for the search order)."""
+    for candidate in _builtin_candidates():
+        if (candidate / TEMPLATE_NAME).is_file():
+            return candidate
+    raise InputError(
+        f"report templates not found (looked in {', '.join(str(c) for c in _builtin_candidates())}); "
+        f"set {TEMPLATES_ENV} to a folder holding {TEMPLATE_NAME} and {CSS_NAME}"
+    )
+
+
+def template_environment() -> jinja2.Environment:
+    """The jinja2 environment: the ``FVR_AUDIT_TEMPLATES`` override first, then the built-in folder."""
+    override = os.environ.get(TEMPLATES_ENV) or None
+    return _environment(override)
+
+
+# --------------------------------------------------------------------------------------------
+# Templates
+
+
+def _builtin_candidates() -> list[Path]:
+    here = Path(__file__).resolve().parent  # .../fvr_audit/report
+    candidates = [
+        here / "templates",  # if the templates ever move into the package (package-data)
+        here.parent.parent / "report_templates",  # source checkout, editable install
+        Path(sys.prefix) / DATA_FILES_SUBDIR,  # wheel with data-files
+    ]
+    if getattr(site, "USER_BASE", None):
+        candidates.append(Path(site.USER_BASE) / DATA_FILES_SUBDIR)
+    return candidates
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(override: str | None) -> jinja2.Environment:
+    folders = []
+    if override is not None:
+        folder = Path(override).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"{folder}: {TEMPLATES_ENV} names no folder")
+        folders.append(folder)
+    try:
+        folders.append(templates_dir())
+    except InputError:
+        if not folders or not (folders[0] / TEMPLATE_NAME).is_file() or not (folders[0] / CSS_NAME).is_file():
+            raise
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(f) for f in folders]),
+        autoescape=True,  # every template, whatever its extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(pct=pct, ci=ci, num=num, seconds=seconds, short_hash=short_hash)
+    return env
+
+
+def _css(env: jinja2.Environment) -> Markup:
+    source, _, _ = env.loader.get_source(env, CSS_NAME)
+    if "</" in source:
+        raise InputError(
+            f"{CSS_NAME}: a stylesheet must not contain '</' (it is inlined in a <style> element)"
+        )
+    return Markup(source)
+
+
+# --------------------------------------------------------------------------------------------
+# Number formatting (jinja filters)
+
+
+def pct(value: float | None) -> str:
+    """A rate as a percentage, with more digits near zero where chance levels sit.
+
+    >>> pct(0.8), pct(0.001), pct(0.0), pct(None), pct(0.0004), pct(1e-7)
+    ('80.0%', '0.10%', '0%', '—', '0.040%', '<0.001%')
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if value == 0:
+        return "0%"
+    if abs(value) < 0.00001:
+        return "<0.001%" if value > 0 else f"{value:.3%}"
+    if abs(value) < 0.001:
+        return f"{value:.3%}"
+    if abs(value) < 0.01:
+        return f"{value:.2%}"
+    return f"{value:.1%}"
+
+
+def ci(interval: tuple[float, float] | None) -> str:
+    """A 95% interval as ``low–high`` percentages.
+
+    >>> ci((0.62, 0.91))
+    '62.0–91.0%'
+    """
+    if not interval:
+        return "—"
+    return f"{pct(interval[0]).rstrip('%')}–{pct(interval[1])}"
+
+
+def num(value) -> str:
+    """Numbers for people: thousands separators, floats to 4 significant digits.
+
+    >>> num(1280000), num(0.123456), num(None), num(1e-3)
+    ('1,280,000', '0.1235', '—', '0.001')
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def seconds(value) -> str:
+    """Durations: ``42.0 s``, ``3 min 20 s``, ``1 h 05 min``.
+
+    >>> seconds(42.0), seconds(200), seconds(3900)
+    ('42.0 s', '3 min 20 s', '1 h 05 min')
+    """
+    if value is None:
+        return "—"
+    value = float(value)
+    if value < 60:
+        return f"{value:.1f} s"
+    if value < 3600:
+        return f"{int(value // 60)} min {int(value % 60):02d} s"
+    return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} min"
+
+
+def short_hash(value: str | None) -> str:
+    return "—" if not value else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The view model: plain dicts and lists, so that the template holds layout only.
+
+
+def report_context(
+    results: AuditResults, *, images: ReportImages | None = None, redact: bool = False
+) -> dict:
+    gate_k, gate_n = results.verdict.k, results.verdict.n
+    methods = _method_order(results, images)
+    styles = method_styles(methods)
+    engines = [e.name for e in results.engines]
+    for record in results.records:
+        if record.engine not in engines:
+            engines.append(record.engine)
+    return {
+        "title": "Face feature-vector re-identification risk report",
+        "tool": {"name": "fvr-audit", "version": results.tool_version},
+        "schema": f"{SCHEMA_NAME} v{SCHEMA_VERSION}",
+        "created": results.created,
+        "notice": LOWER_BOUND_NOTICE,
+        "redact": redact,
+        "redact_grid": REDACT_GRID,
+        "high_tpr": HIGH_TPR,
+        "verdict": _verdict(results, engines),
+        "tested": _tested(results, engines),
+        "styles": {m: s for m, s in styles.items()},
+        "metric1": [
+            _metric1(results, engine, methods, gate_k, gate_n, i) for i, engine in enumerate(engines)
+        ],
+        "same_class": _same_class(results, engines),
+        "verification": _verification(results),
+        "gallery": _gallery(results, images, methods, redact),
+        "provenance": _provenance(results),
+    }
+
+
+def _method_order(results: AuditResults, images: ReportImages | None) -> list[str]:
+    """Attacks in the order they ran, then any others seen, then the reference rows."""
+    order = [m.name for m in results.methods if m.name not in REFERENCE_METHODS]
+    for name in [r.method for r in results.records] + list(images.methods() if images else ()):
+        if name not in order and name not in REFERENCE_METHODS:
+            order.append(name)
+    order += [m for m in REFERENCE_METHODS if any(r.method == m for r in results.records)]
+    return order
+
+
+def _short(engine: str) -> str:
+    return engine.split(":", 1)[-1]
+
+
+def _verdict(results: AuditResults, engines: list[str]) -> dict:
+    verdict = results.verdict
+    k, n = verdict.k, verdict.n
+    per_engine = []
+    for engine in engines:
+        attacks = [
+            r
+            for r in results.records
+            if r.engine == engine and r.k == k and r.n == n and r.method not in REFERENCE_METHODS
+        ]
+        best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr)) if attacks else None
+        original = results.record("original", engine, k, n)
+        per_engine.append(
+            {
+                "engine": engine,
+                "is_f": _engine(results, engine).is_f if _engine(results, engine) else False,
+                "best": best,
+                "times_chance": (best.tpr / best.baseline) if best and best.baseline else None,
+                "original": original,
+            }
+        )
+    return {
+        "level": verdict.level.value,
+        "label": LEVEL_LABELS[verdict.level],
+        "rule": verdict.rule,
+        "k": k,
+        "n": n,
+        "baseline": verdict.baseline,
+        "method": verdict.method,
+        "engine": verdict.engine,
+        "tpr": verdict.tpr,
+        "tpr_ci": verdict.tpr_ci,
+        "per_engine": per_engine,
+        "fairness_violations": _fairness(results, engines)["violations"],
+    }
+
+
+def _engine(results: AuditResults, name: str) -> EngineSummary | None:
+    return next((e for e in results.engines if e.name == name), None)
+
+
+def _fairness(results: AuditResults, engines: list[str]) -> dict:
+    """Which attack touched which judging engine: the attacks must not use the F' that judges them."""
+    rows, violations = [], []
+    for method in results.methods:
+        used = {u.lower() for u in method.models_used} | {_short(u).lower() for u in method.models_used}
+        cells = []
+        for engine in engines:
+            summary = _engine(results, engine)
+            touched = engine.lower() in used or _short(engine).lower() in used
+            if summary is not None and summary.is_f:
+                status = "f"
+            elif touched:
+                status = "violation"
+                violations.append((method.name, engine))
+            else:
+                status = "independent"
+            cells.append({"engine": engine, "status": status})
+        rows.append({"method": method.name, "cells": cells})
+    return {"rows": rows, "violations": violations}
+
+
+def _tested(results: AuditResults, engines: list[str]) -> dict:
+    engine_rows = []
+    for name in engines:
+        summary = _engine(results, name)
+        engine_rows.append(
+            summary
+            if summary is not None
+            else EngineSummary(name, "(no summary in results)", 0, "—", None, "—", 0, 0, None, False)
+        )
+    thresholds = [
+        {
+            "what": f"{e.name}: match threshold",
+            "value": e.threshold,
+            "meaning": "below it the engine returns no match (counted as no-match)"
+            if e.threshold is not None
+            else "none: the engine always returns its top-K (no-match is 0)",
+        }
+        for e in engine_rows
+    ]
+    grouped: dict[tuple, list[str]] = {}
+    for v in results.verification:
+        grouped.setdefault((v.engine, v.fmr, v.threshold, v.impostor_comparisons), []).append(v.method)
+    for (engine, fmr, threshold, impostors), names in grouped.items():
+        thresholds.append(
+            {
+                "what": f"{engine}: verification threshold ({', '.join(names)})",
+                "value": threshold,
+                "meaning": f"set at a false-match rate of {num(fmr)} on {num(impostors)} impostor comparisons",
+            }
+        )
+    thresholds.append(
+        {
+            "what": "verdict: high-risk line",
+            "value": HIGH_TPR,
+            "meaning": f"high when an attack's tpr 95% lower bound reaches {HIGH_TPR:.0%} at the gate",
+        }
+    )
+    return {
+        "database": results.database,
+        "extractor": results.extractor,
+        "targets": len(results.targets),
+        "methods": results.methods,
+        "engines": engine_rows,
+        "fairness": _fairness(results, engines),
+        "thresholds": thresholds,
+        "max_n": max((r.n for r in results.records), default=0),
+    }
+
+
+def _metric1(
+    results: AuditResults, engine: str, methods: list[str], gate_k: int, gate_n: int, index: int
+) -> dict:
+    records = [r for r in results.records if r.engine == engine]
+    ks = sorted({r.k for r in records})
+    ns = sorted({r.n for r in records})
+    present = [m for m in methods if any(r.method == m for r in records)]
+    by_key: dict[tuple[str, int, int], Record] = {(r.method, r.k, r.n): r for r in records}
+    rows = []
+    for method in present:
+        for k in ks:
+            cells = []
+            for n in ns:
+                record = by_key.get((method, k, n))
+                cells.append({"record": record, "gate": (k, n) == (gate_k, gate_n)})
+            if any(c["record"] for c in cells):
+                rows.append({"method": method, "k": k, "cells": cells})
+    summary = _engine(results, engine)
+    svg = metric1_svg(records, engine, present, gate_k, gate_n, figure_id=f"fvr-metric1-{index}")
+    return {
+        "engine": engine,
+        "anchor": f"metric-1-engine-{index}",
+        "summary": summary,
+        "is_f": bool(summary and summary.is_f),
+        "svg": Markup(svg) if svg else None,
+        "ks": ks,
+        "ns": ns,
+        "chance": [[min(1.0, k / n) for n in ns] for k in ks],
+        "rows": rows,
+        "seeds": sorted({r.seeds for r in records}),
+        "queries": sorted({r.queries for r in records}),
+        "violations": [m for m, e in _fairness(results, [engine])["violations"]],
+    }
+
+
+def _same_class(results: AuditResults, engines: list[str]) -> dict:
+    methods = []
+    for row in results.same_class_false_positives:
+        if row.method not in methods:
+            methods.append(row.method)
+    cells = {(r.engine, r.method): r for r in results.same_class_false_positives}
+    rows = [
+        {"engine": e, "cells": [cells.get((e, m)) for m in methods]}
+        for e in engines
+        if any((e, m) in cells for m in methods)
+    ]
+    gates = sorted({(r.k, r.n) for r in results.same_class_false_positives})
+    return {"methods": methods, "rows": rows, "gates": gates}
+
+
+def _verification(results: AuditResults) -> list:
+    return sorted(results.verification, key=lambda v: (v.engine, v.method))
+
+
+def _gallery(results: AuditResults, images: ReportImages | None, methods: list[str], redact: bool) -> dict:
+    if not images:
+        return {"columns": [], "rows": [], "has_originals": False, "per_row": 1, "face_mm": 0}
+    has_originals = bool(images.originals)
+    image_methods = [m for m in methods if m in images.reconstructions]
+    image_methods += [m for m in images.methods() if m not in image_methods]
+    labels = {t.index: t.label for t in results.targets}
+    unknown = sorted(set(images.target_indices()) - set(labels))
+    if unknown:
+        # Never guess: a face shown under the wrong person's name is worse than no gallery.
+        raise InputError(
+            f"report images: target index {', '.join(map(str, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} "
+            "is not among the results' targets; images are keyed by Target.index, not by position "
+            "(ReportImages.from_arrays maps positions)"
+        )
+    targets = []
+    for index in images.target_indices():
+        label = f"target #{index}" if redact else f"#{index} {labels[index]}"
+        cells = []
+        if has_originals:
+            original = images.originals.get(index)
+            cells.append(png_data_uri(original, redact=redact) if original is not None else None)
+        for method in image_methods:
+            image = images.reconstructions[method].get(index)
+            cells.append(png_data_uri(image, redact=redact) if image is not None else None)
+        targets.append({"label": label, "cells": cells})
+    columns = (["original photo"] if has_originals else []) + image_methods
+    per_row, face_mm = _gallery_layout(len(columns))
+    rows = [targets[i : i + per_row] for i in range(0, len(targets), per_row)]
+    return {
+        "columns": columns,
+        "rows": rows,
+        "has_originals": has_originals,
+        "per_row": per_row,
+        "face_mm": face_mm,
+    }
+
+
+def _gallery_layout(
+    images_per_target: int, width_mm: float = 176.0, label_mm: float = 19.0
+) -> tuple[int, float]:
+    """Targets per gallery row and image side (mm) so that a row fits an A4 page's text width.
+
+    >>> _gallery_layout(3), _gallery_layout(1), _gallery_layout(9)
+    ((2, 21.0), (3, 26.0), (1, 15.5))
+    """
+    images_per_target = max(1, images_per_target)
+    for per_row in (3, 2, 1):
+        side = (width_mm - per_row * label_mm) / (per_row * images_per_target) - 2.0
+        if side >= 20.0 or per_row == 1:
+            return per_row, round(max(12.0, min(26.0, side)) * 2) / 2
+    raise AssertionError("unreachable")
+
+
+def _flatten(mapping: Mapping, prefix: str = "") -> list[tuple[str, str]]:
+    items = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            items += _flatten(value, f"{name}.")
+        elif isinstance(value, (list, tuple)):
+            items.append(
+                (name, ", ".join(num(v) if not isinstance(v, (dict, list)) else json.dumps(v) for v in value))
+            )
+        elif isinstance(value, Mapping):
+            items.append((name, "—"))
+        else:
+            items.append((name, num(value)))
+    return items
+
+
+def _provenance(results: AuditResults) -> dict:
+    hashes = [
+        {
+            "what": f"extractor F: {results.extractor.get('name', '?')}",
+            "sha256": results.extractor.get("sha256"),
+        }
+    ]
+    hashes += [{"what": f"engine F': {e.name}", "sha256": e.sha256} for e in results.engines]
+    seeds = sorted({r.seeds for r in results.records})
+    timing_items = []
+    for key, value in results.timings.items():
+        timing_items.append(
+            (
+                str(key),
+                seconds(value)
+                if isinstance(value, (int, float)) and "second" in str(key)
+                else (num(value) if not isinstance(value, Mapping) else json.dumps(value)),
+            )
+        )
+    timing_items += [(f"method {m.name}", seconds(m.seconds)) for m in results.methods]
+    return {
+        "settings": _flatten(results.settings),
+        "method_settings": [(m.name, _flatten(m.settings)) for m in results.methods if m.settings],
+        "database": _flatten(results.database),
+        "extractor": _flatten(results.extractor),
+        "hashes": hashes,
+        "models_used": [(m.name, m.models_used) for m in results.methods],
+        "draws": seeds,
+        "timings": timing_items,
+        "notes": results.notes,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _formats(formats: Iterable[ReportFormat | str]) -> set[ReportFormat]:
+    if isinstance(formats, (str, ReportFormat)):
+        formats = [formats]
+    try:
+        wanted = {ReportFormat(f) for f in formats}
+    except ValueError as error:
+        raise InputError(
+            f"report format: {error}; choose from {', '.join(f.value for f in ReportFormat)}"
+        ) from None
+    if not wanted:
+        raise InputError("report: no format asked for")
+    return wanted
+
+
+def _ordered(formats: set[ReportFormat]) -> list[ReportFormat]:
+    return [f for f in ReportFormat if f in formats]
