@@ -24,9 +24,25 @@ from _common import DEFAULT_LFW, emit, machine, require_lfw  # noqa: E402
 from fvr_audit.alignment.aligner import NoFacePolicy  # noqa: E402
 from fvr_audit.datasets.lfw import read_lfw_pairs  # noqa: E402
 from fvr_audit.extraction.discover import ImageRecord  # noqa: E402
-from fvr_audit.extraction.pipeline import embed_records  # noqa: E402
+from fvr_audit.alignment.aligner import FaceStatus  # noqa: E402
+from fvr_audit.extraction.pipeline import EmbeddingRun, embed_records  # noqa: E402
 from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor  # noqa: E402
 from fvr_audit.metrics.verification import kfold_verification_accuracy  # noqa: E402
+
+
+def load_cached(cache: Path, extractors, images: list[str], no_face: NoFacePolicy) -> EmbeddingRun:
+    """The pairs' images from an embed_lfw.py cache, refusing a cache made by other models or crops."""
+    if no_face is not NoFacePolicy.CENTER:
+        sys.exit("error: --cache holds centre-fallback embeddings; use it with --no-face center")
+    vectors, statuses = {}, None
+    for extractor in extractors:
+        data = np.load(cache / f"{extractor.name}.npz", allow_pickle=False)
+        if str(data["extractor_sha256"]) != (extractor.info.sha256 or "") or str(data["geometry"]) != extractor.geometry.describe():
+            sys.exit(f"error: {cache}/{extractor.name}.npz was made by another model file or crop; rerun scripts/embed_lfw.py")
+        row = {str(p): i for i, p in enumerate(data["paths"])}
+        vectors[extractor.name] = data["vectors"][[row[rel] for rel in images]]
+        statuses = tuple(FaceStatus(str(data["statuses"][row[rel]])) for rel in images)
+    return EmbeddingRun(vectors, np.arange(len(images)), statuses, ("",) * len(images), 0.0)
 
 
 def main() -> None:
@@ -35,6 +51,10 @@ def main() -> None:
     parser.add_argument("--extractors", default=",".join(BUILTIN_EXTRACTORS))
     parser.add_argument("--no-face", type=NoFacePolicy, default=NoFacePolicy.CENTER)
     parser.add_argument("--limit-pairs", type=int, default=None, help="first N pairs of each fold (quick runs)")
+    parser.add_argument(
+        "--cache", type=Path, default=None,
+        help="folder written by scripts/embed_lfw.py (same alignment policy); skips re-embedding",
+    )
     args = parser.parse_args()
 
     lfw = require_lfw(args.lfw)
@@ -60,7 +80,10 @@ def main() -> None:
         if done % 500 == 0 or done == len(records):
             print(f"  {done}/{len(records)} images, {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
-    run = embed_records(records, extractors, no_face=args.no_face, on_progress=progress)
+    if args.cache:
+        run = load_cached(args.cache, extractors, images, args.no_face)
+    else:
+        run = embed_records(records, extractors, no_face=args.no_face, on_progress=progress)
     row_of = {int(index): row for row, index in enumerate(run.kept)}
     index_of = {rel: i for i, rel in enumerate(images)}
     usable = [p for p in pairs if index_of[p.first] in row_of and index_of[p.second] in row_of]

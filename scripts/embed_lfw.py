@@ -50,6 +50,7 @@ def main() -> None:
             paths=np.array([r.relative for r in kept]),
             extractor=np.array(extractor.name),
             extractor_sha256=np.array(extractor.info.sha256 or ""),
+            geometry=np.array(extractor.geometry.describe()),
             statuses=np.array([run.statuses[i].value for i in run.kept]),
         )
     print({s.value: n for s, n in run.counts.items()}, f"{run.seconds:.0f}s", file=sys.stderr)
