@@ -113,7 +113,20 @@ def test_grey_and_odd_sized_photos_still_align(lfw_dir):
 
 
 @pytest.mark.shared_data
-def test_several_faces_take_the_largest(lfw_dir):
+def test_a_centred_face_wins_over_a_larger_bystander(lfw_dir):
+    big = np.asarray(Image.fromarray(_lfw_image(lfw_dir)).resize((300, 300)))
+    centre = np.asarray(Image.fromarray(_lfw_image(lfw_dir, "Abel_Pacheco")).resize((240, 240)))
+    canvas = np.zeros((300, 700, 3), np.uint8)
+    canvas[:, :300] = big
+    canvas[30:270, 230:470] = centre
+    result = FaceAligner([DLIB_150]).align(canvas)
+    assert result.status is FaceStatus.MULTIPLE and result.faces_found == 2
+    left, _, right, _ = result.box
+    assert left <= 350 <= right  # the face covering the centre, though the other is larger
+
+
+@pytest.mark.shared_data
+def test_several_faces_none_central_take_the_largest(lfw_dir):
     big = _lfw_image(lfw_dir)
     small = np.asarray(Image.fromarray(_lfw_image(lfw_dir, "Abel_Pacheco")).resize((170, 170)))
     canvas = np.zeros((250, 450, 3), np.uint8)
