@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -144,13 +143,11 @@ class Gallery:
     def identity_scores(self, queries: np.ndarray) -> np.ndarray:
         """[Q, G]: best cosine of each query over each identity's gallery photos."""
         sims = queries @ self.vectors.T  # [Q, M]
-        scores = np.full((len(queries), len(self.identities)), -np.inf, np.float32)
         order = np.argsort(self.owner, kind="stable")
         bounds = np.searchsorted(self.owner[order], np.arange(len(self.identities) + 1))
         sorted_sims = sims[:, order]
-        # max over each identity's contiguous block
-        scores = np.maximum.reduceat(sorted_sims, bounds[:-1], axis=1)
-        return scores
+        # max over each identity's contiguous block of photos
+        return np.maximum.reduceat(sorted_sims, bounds[:-1], axis=1)
 
 
 def topk_rows(scores: np.ndarray, truth: np.ndarray, seeds: int) -> dict:
@@ -254,7 +251,7 @@ def main() -> None:
             work,
             labels=list(target_labels),
             seed=args.seed,
-            on_progress=lambda n, s=start: log(f"  {method}: +{n} targets done, {time.perf_counter() - s:.0f} s"),
+            on_progress=lambda n, s=start, m=method: log(f"  {m}: +{n} targets done, {time.perf_counter() - s:.0f} s"),
             source=f"LFW eval targets seed {args.seed}",
         )
         manifest, images = load_reconstructions(work)

@@ -1,0 +1,123 @@
+"""``fvr-audit reconstruct VECTORS --method NAME --extractor F -o DIR``: faces from feature vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fvr_audit.cli import options as opt
+from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+
+METHOD_HELP = "Reconstruction method: eigenfaces (black-box, any F) or gradient (white-box, torch F)."
+PRESET_HELP = (
+    "Named settings: default (strong; eigenfaces 200 x 64 = 12,800 queries per target), "
+    "paper (eigenfaces: the paper's 2,000 x 64 = 128,000), fast (quick demo runs)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("reconstruct")
+    @handle_errors
+    def reconstruct(
+        vectors: Path = typer.Argument(..., help="Vector database (.npy or .npz) made by the extractor F."),
+        output: Path = typer.Option(..., "--output", "-o", help="Folder for the PNGs and reconstructions.json."),
+        method: str = typer.Option("eigenfaces", "--method", "-m", help=METHOD_HELP),
+        extractor: str = opt.ExtractorArg,
+        preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
+        iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations (eigenfaces) or Adam steps (gradient)."),
+        batch: Optional[int] = typer.Option(None, "--batch", help="eigenfaces: candidates per iteration (paper: 64)."),
+        query_budget: Optional[int] = typer.Option(
+            None, "--query-budget", help="Most queries to F per target (an HTTP endpoint's cost)."
+        ),
+        target_similarity: Optional[float] = typer.Option(
+            None, "--target-similarity", help="Stop a target once cosine(F(x), v) reaches this."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Random seed (each target's draws depend only on it and the row)."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Reconstruct only the first N vectors."),
+        chunk: Optional[int] = typer.Option(None, "--chunk", help="Targets advanced together (and saved) per chunk."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+        input_size: Optional[int] = opt.InputSizeOpt,
+        mean: Optional[str] = opt.MeanOpt,
+        std: Optional[str] = opt.StdOpt,
+        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
+        layout: Optional[Layout] = opt.LayoutOpt,
+        crop: Optional[AlignmentTemplate] = opt.CropOpt,
+        padding: Optional[float] = opt.PaddingOpt,
+    ) -> None:
+        """Reconstruct a face from every vector; write one PNG each and reconstructions.json (resumable)."""
+        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.reconstructors.runner import build_reconstructor, reconstruct_to_folder
+        from fvr_audit.vectors import load_vectors
+
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit {limit}: must be at least 1")
+        if chunk is not None and chunk < 1:
+            raise InputError(f"--chunk {chunk}: must be at least 1")
+        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        model = get_extractor(extractor, options)
+        attack = build_reconstructor(
+            method,
+            preset=preset,
+            iterations=iterations,
+            batch=batch,
+            query_budget=query_budget,
+            target_similarity=target_similarity,
+        )
+        reason = attack.supports(model)
+        if reason:
+            raise InputError(f"{method}: {reason}")
+        db = load_vectors(vectors, expected_dim=model.dim, extractor_name=model.name, allow_duplicates=True)
+        if db.extractor and db.extractor != model.name:
+            raise InputError(
+                f"{vectors}: made by {db.extractor}, not {model.name}; reconstruct with --extractor {db.extractor}"
+            )
+        for warning in db.warnings:
+            if not quiet:
+                console.print(f"[yellow]warning:[/] {warning}")
+        total = db.n if limit is None else min(limit, db.n)
+        if not quiet:
+            console.print(
+                f"{total} of {db.n} vectors -> {attack.name} ({attack.info.access.value}) against {model.name}; "
+                f"output {output}"
+            )
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("reconstruct", total=total)
+            run = reconstruct_to_folder(
+                db.vectors,
+                model,
+                attack,
+                output,
+                labels=None if db.labels is None else list(db.labels),
+                seed=seed,
+                chunk_size=chunk,
+                limit=limit,
+                on_progress=lambda n: progress.advance(task, n),
+                source=str(vectors),
+            )
+            progress.update(task, completed=total)
+        records = [r for r in run.manifest.get("targets", []) if r["index"] < total]
+        if records and not quiet:
+            sims = sorted(r["similarity"] for r in records)
+            queries = [r["queries"] for r in records]
+            console.print(
+                f"similarity to target (F's cosine): median {sims[len(sims) // 2]:.3f}, min {sims[0]:.3f}; "
+                f"queries per target: mean {sum(queries) / len(queries):.0f}; models used: "
+                + ", ".join(run.manifest.get("models_used", []))
+            )
+        typer.echo(
+            f"wrote {output}: {run.done_now} reconstructed now, {run.skipped} already done "
+            f"({len(records)} of {total}) in {run.seconds:.1f} s",
+            err=True,
+        )

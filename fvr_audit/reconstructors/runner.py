@@ -1,0 +1,270 @@
+"""Reconstruct a vector set into a folder, resumably: the code path of ``fvr-audit reconstruct`` and scan.
+
+The folder holds one PNG per target (``00000.png``: the canonical 200 x 200 frame, named by the
+target's row in the vector set) and ``reconstructions.json``:
+
+.. code-block:: json
+
+    {"format": "fvr-audit-reconstructions", "version": 1, "method": "eigenfaces",
+     "access": "black-box", "extractor": "dlib-resnet128", "extractor_sha256": "...",
+     "vectors_sha256": "...", "count": 100, "seed": 0, "settings": {...},
+     "models_used": ["dlib-resnet128", "eigenfaces-lfw-train-100.npz"], "complete": true,
+     "targets": [{"index": 0, "label": "Jane_Doe", "file": "00000.png", "similarity": 0.97,
+                  "queries": 12800, "seconds": 41.2, "trace": [[320, 0.61], ...]}, ...]}
+
+Targets are reconstructed in chunks (``chunk_size``; targets of a chunk advance together in
+batched calls to F); after each chunk its PNGs and then the JSON are written atomically, so a
+killed run loses at most the chunk in progress, and running again with the same vectors, method,
+settings and seed skips every finished target. A folder made with other settings is refused
+rather than mixed. Images are written with mode 0600: reconstructions are biometric data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.base import Extractor
+from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+from fvr_audit.reconstructors.base import Reconstructor
+
+MANIFEST = "reconstructions.json"
+FORMAT = "fvr-audit-reconstructions"
+VERSION = 1
+#: Targets per chunk when the method does not say (targets in a chunk advance together).
+DEFAULT_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class ReconstructionRun:
+    """What :func:`reconstruct_to_folder` did."""
+
+    folder: Path
+    manifest: dict
+    #: Targets reconstructed by this call (the rest were already in the folder).
+    done_now: int
+    skipped: int
+    seconds: float
+
+
+def vectors_digest(vectors: np.ndarray) -> str:
+    """sha256 of the float32 vectors (resume refuses a folder made from other vectors).
+
+    >>> vectors_digest(np.zeros((2, 3), np.float32))[:12]
+    '910238ea1f5f'
+    """
+    array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    digest = hashlib.sha256(f"{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _settings_of(reconstructor: Reconstructor) -> dict:
+    settings = getattr(reconstructor, "settings", None)
+    if settings is None:
+        return {}
+    from dataclasses import asdict, is_dataclass
+
+    raw = asdict(settings) if is_dataclass(settings) else dict(settings)
+    return json.loads(json.dumps(raw))  # tuples -> lists, as they come back from the JSON
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable ({exc}); delete it or use another output folder") from exc
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not an fvr-audit reconstructions file")
+    return manifest
+
+
+def reconstruct_to_folder(
+    vectors: np.ndarray,
+    extractor: Extractor,
+    reconstructor: Reconstructor,
+    folder: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    source: str = "",
+) -> ReconstructionRun:
+    """Reconstruct every row of ``vectors`` (made by ``extractor``) into ``folder``, resuming.
+
+    ``limit``: reconstruct only the first ``limit`` rows (the rest are left for a later call).
+    ``on_progress(n)`` is called with the number of targets finished after each chunk.
+    """
+    start = time.perf_counter()
+    folder = Path(folder)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise InputError(f"reconstruct: expected a non-empty [N, D] vector array, got shape {vectors.shape}")
+    if labels is not None and len(labels) != len(vectors):
+        raise InputError(f"reconstruct: {len(labels)} labels for {len(vectors)} vectors")
+    reason = reconstructor.supports(extractor)
+    if reason:
+        raise InputError(f"{reconstructor.name}: {reason}")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    info = reconstructor.info
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": info.name,
+        "access": info.access.value,
+        "reference": info.reference,
+        "extractor": extractor.name,
+        "extractor_sha256": extractor.info.sha256,
+        "extractor_geometry": extractor.geometry.describe(),
+        "vectors_sha256": vectors_digest(vectors),
+        "count": int(len(vectors)),
+        "seed": int(seed),
+        "settings": _settings_of(reconstructor),
+        "source": source,
+    }
+    manifest = _read_manifest(folder)
+    if manifest is not None:
+        for key in ("method", "extractor", "extractor_sha256", "vectors_sha256", "count", "seed", "settings"):
+            if manifest.get(key) != header[key]:
+                raise InputError(
+                    f"{folder / MANIFEST}: made with a different {key} ({manifest.get(key)!r} vs {header[key]!r}); "
+                    "use another output folder, or delete this one to start over"
+                )
+        records = {int(r["index"]): r for r in manifest.get("targets", [])}
+        models_used = list(manifest.get("models_used", []))
+    else:
+        records, models_used = {}, []
+    # A record counts as done only if its image is there too (the PNGs are written first).
+    records = {i: r for i, r in records.items() if (folder / r["file"]).exists()}
+    wanted = range(len(vectors) if limit is None else min(limit, len(vectors)))
+    todo = [i for i in wanted if i not in records]
+    skipped = len(wanted) - len(todo)
+    chunk = chunk_size or getattr(getattr(reconstructor, "settings", None), "chunk_targets", None) or DEFAULT_CHUNK
+
+    def write_manifest() -> None:
+        body = dict(header)
+        body["models_used"] = models_used
+        body["complete"] = len(records) == len(vectors)
+        body["targets"] = [records[i] for i in sorted(records)]
+        atomic_write_text(folder / MANIFEST, json.dumps(body, indent=1) + "\n")
+
+    if manifest is None:
+        write_manifest()
+    for lo in range(0, len(todo), chunk):
+        rows = todo[lo : lo + chunk]
+        extra = {}
+        if "target_seeds" in inspect.signature(reconstructor.reconstruct).parameters:
+            # one seed per target row: a target's result does not depend on its chunk
+            extra["target_seeds"] = [seed * 1_000_003 + i for i in rows]
+        result = reconstructor.reconstruct(vectors[rows], extractor, seed=seed + rows[0], **extra)
+        traces = (result.settings or {}).get("trace") or [[] for _ in rows]
+        per_target_seconds = result.seconds / len(rows)
+        for j, i in enumerate(rows):
+            file = f"{i:05d}.png"
+            atomic_write_bytes(folder / file, png_bytes(result.images[j]))
+            records[i] = {
+                "index": int(i),
+                "label": None if labels is None else str(labels[i]),
+                "file": file,
+                "similarity": round(float(result.similarity[j]), 6),
+                "queries": int(result.queries[j]),
+                "seconds": round(per_target_seconds, 3),
+                "trace": traces[j] if j < len(traces) else [],
+            }
+        for name in result.models_used:
+            if name not in models_used:
+                models_used.append(name)
+        write_manifest()
+        if on_progress:
+            on_progress(len(rows))
+    if not todo:
+        write_manifest()
+    final = _read_manifest(folder) or {}
+    return ReconstructionRun(folder, final, len(todo), skipped, time.perf_counter() - start)
+
+
+def build_reconstructor(
+    method: str,
+    *,
+    preset: str | None = None,
+    iterations: int | None = None,
+    batch: int | None = None,
+    query_budget: int | None = None,
+    target_similarity: float | None = None,
+    **extra,
+) -> Reconstructor:
+    """A reconstructor from the settings the CLI (reconstruct, scan) exposes; ``None`` keeps the default.
+
+    A setting the method does not take is an error naming the method, never silently ignored.
+
+    >>> build_reconstructor("gradient", batch=64)
+    Traceback (most recent call last):
+    ...
+    fvr_audit.errors.InputError: gradient: does not take --batch (it takes: --iterations, --preset, --query-budget, --target-similarity)
+    """
+    from fvr_audit.reconstructors.registry import get_reconstructor
+
+    flags = {
+        "preset": preset,
+        "iterations": iterations,
+        "batch": batch,
+        "query_budget": query_budget,
+        "target_similarity": target_similarity,
+    }
+    accepted = {
+        "eigenfaces": {"preset", "iterations", "batch", "query_budget", "target_similarity"},
+        "gradient": {"preset", "iterations", "query_budget", "target_similarity"},
+    }.get(method)
+    given = {key: value for key, value in flags.items() if value is not None}
+    if accepted is not None:
+        refused = sorted(set(given) - accepted)
+        if refused:
+            takes = ", ".join("--" + key.replace("_", "-") for key in sorted(accepted))
+            raise InputError(
+                f"{method}: does not take {', '.join('--' + key.replace('_', '-') for key in refused)} (it takes: {takes})"
+            )
+    given.update({key: value for key, value in extra.items() if value is not None})
+    try:
+        return get_reconstructor(method, **given)
+    except TypeError as exc:  # a factory without one of these keywords
+        flags_given = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise InputError(f"{method}: does not take one of {flags_given} ({exc})") from None
+
+
+def load_reconstructions(folder: str | Path) -> tuple[dict, np.ndarray]:
+    """(manifest, uint8 [N, 200, 200, 3] images in target order) of a reconstructions folder."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        raise InputError(f"{folder}: no {MANIFEST}; not a reconstructions folder")
+    images = []
+    for record in manifest["targets"]:
+        with Image.open(folder / record["file"]) as image:
+            images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if not images:
+        return manifest, np.zeros((0, 200, 200, 3), np.uint8)
+    return manifest, np.stack(images)
