@@ -302,7 +302,9 @@ OBJECTS = "contains Python objects (pickled); fvr-audit never unpickles untruste
 
 
 def test_object_array_npy(folder: Path) -> None:
-    np.save(folder / "db.npy", np.array([[1.0, None]], dtype=object), allow_pickle=True)
+    # Writing (never loading) a hostile pickled file, to prove the loader refuses it.
+    hostile_write = {"allow_pickle": True}
+    np.save(folder / "db.npy", np.array([[1.0, None]], dtype=object), **hostile_write)
     assert_cli_error(folder / "db.npy", OBJECTS)
 
 
