@@ -229,6 +229,8 @@ def run_scan(
                     same_class_false_positive_share(others.argmax(axis=1), false_positive),
                 )
             )
+            if method == "random":
+                continue  # random scores are not cosines: a threshold on them means nothing
             sar = success_attack_rate(true_scores, fmr_threshold)
             verification.append(
                 Verification(method, engine.name, settings.fmr, fmr_threshold, sar,
