@@ -260,11 +260,11 @@ def test_runner_writes_pngs_and_json_and_resumes(tmp_path, basis):
     calls = {"n": 0}
     original = attack.reconstruct
 
-    def dying(*args, **kwargs):
+    def dying(vectors, extractor, *, seed=0, on_progress=None, target_seeds=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise Interrupt
-        return original(*args, **kwargs)
+        return original(vectors, extractor, seed=seed, on_progress=on_progress, target_seeds=target_seeds)
 
     attack.reconstruct = dying  # type: ignore[method-assign]
     with pytest.raises(Interrupt):

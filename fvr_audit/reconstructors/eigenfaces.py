@@ -60,6 +60,7 @@ REFERENCE = (
     "'Darker than black-box: face reconstruction from similarity queries', 2021"
 )
 UPDATES = ("best", "es")
+CANONICAL_SHAPE = (CANONICAL_GEOMETRY.size, CANONICAL_GEOMETRY.size, 3)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,6 @@ class EigenfacesReconstructor(Reconstructor):
 
         z = np.zeros((n, k), np.float32)  # current face (whitened coefficients); 0 = mean face
         current = np.full(n, -np.inf, np.float32)  # objective of the best candidate so far
-        best_obj = np.full(n, -np.inf, np.float32)
         best_sim = np.full(n, -np.inf, np.float32)
         best_img = np.repeat(basis.mean_canonical()[None], n, axis=0)
         queries = np.zeros(n, np.int64)
@@ -240,8 +240,7 @@ class EigenfacesReconstructor(Reconstructor):
                 [self._perturbations(rngs[r], eps * step_scale[r], blob_maker, sigma_rms) for r in rows]
             )  # [R, B, K]
             candidates = np.clip(z[rows, None, :] + deltas, -s.clip, s.clip)  # normalised before the query
-            images = to_canonical_uint8(basis.render_small(candidates.reshape(-1, k)))
-            images = images.reshape(len(rows), s.batch, *images.shape[1:])
+            images = _render(basis, candidates.reshape(-1, k)).reshape(len(rows), s.batch, *CANONICAL_SHAPE)
             views = images
             if jitter:  # one random view per target and iteration, shared by its candidates
                 views = np.stack([_jitter_view(images[i], rngs[r], s) for i, r in enumerate(rows)])
@@ -256,7 +255,7 @@ class EigenfacesReconstructor(Reconstructor):
                 if improved:
                     current[r] = objective[i, j]
                     if not jitter:
-                        best_obj[r], best_sim[r], best_img[r] = objective[i, j], sims[i, j], images[i, j]
+                        best_sim[r], best_img[r] = sims[i, j], images[i, j]
                 if s.update == "best":
                     if improved:
                         z[r] = candidates[i, j]
@@ -273,16 +272,16 @@ class EigenfacesReconstructor(Reconstructor):
                     active[r] = False
                 if (it + 1) % trace_every == 0 or it == iterations - 1 or not active[r]:
                     trace[r].append([int(queries[r]), round(float(shown), 5)])
-            if on_progress:
-                on_progress(0)
         if jitter or iterations == 0:
             # Jittered scores are of moving views: the answer is the final face, scored as it is.
             final = np.clip(z, -s.clip, s.clip)
-            best_img = to_canonical_uint8(basis.render_small(final))
+            best_img = _render(basis, final)
             best_sim = np.einsum(
                 "nd,nd->n", extractor.embed(crop_from_canonical(best_img, extractor.geometry)), targets
             )
             queries += 1
+            for r in range(n):
+                trace[r].append([int(queries[r]), round(float(best_sim[r]), 5)])
         if on_progress:
             on_progress(n)
         settings = {"preset_resolved": asdict(s), "iterations_run": int(iterations), "trace": trace}
@@ -325,6 +324,14 @@ class EigenfacesReconstructor(Reconstructor):
         g = (utility[:half] - utility[half:]) @ deltas[:half]  # antithetic estimate
         rms = math.sqrt(float(((g * sigma_rms) ** 2).sum())) + 1e-12
         return np.clip(z + g * (s.es_rate * eps / rms), -s.clip, s.clip).astype(np.float32)
+
+
+def _render(basis: EigenBasis, z: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """uint8 [N, 200, 200, 3] canonical faces of whitened coefficients, in chunks (bounded memory)."""
+    out = np.empty((len(z), *CANONICAL_SHAPE), np.uint8)
+    for lo in range(0, len(z), chunk):
+        out[lo : lo + chunk] = to_canonical_uint8(basis.render_small(z[lo : lo + chunk]))
+    return out
 
 
 def _jitter_view(images: np.ndarray, rng: np.random.Generator, s: EigenfacesSettings) -> np.ndarray:

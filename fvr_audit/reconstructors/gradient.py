@@ -368,7 +368,7 @@ class GradientReconstructor(Reconstructor):
             loss.backward()
             t = step + 1
             with torch.no_grad():
-                for (p, lr), (m1, m2) in zip(params, moments):
+                for (p, lr), (m1, m2) in zip(params, moments, strict=True):
                     g = p.grad[idx]
                     m1[idx] = beta1 * m1[idx] + (1 - beta1) * g
                     m2[idx] = beta2 * m2[idx] + (1 - beta2) * g * g
