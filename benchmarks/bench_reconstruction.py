@@ -22,6 +22,15 @@ Protocol (issue #4):
   benchmark continues unfinished reconstructions in ``--work``).
 * Fairness: the attacks use F (and the eigenface basis) only; the JSON records ``models_used``
   and flags an F' that the attack touched (F' = F is the same-system re-identification row).
+* ``curve``: [queries, mean over targets of the best similarity so far] from each target's trace
+  (eigenfaces: the best candidate's cosine as F saw it in that iteration's view, then the final
+  unjittered scoring; gradient: the smoothed cosine of the jittered views at each step).
+
+Commands used for the figures in the issue #4 report:
+
+    python benchmarks/bench_reconstruction.py --methods gradient > gradient.json
+    python benchmarks/bench_reconstruction.py --methods eigenfaces --query-budget 3200 --tag q3200 > eig.json
+    python benchmarks/bench_reconstruction.py --methods eigenfaces --targets 10 --tag default10 > eig10.json
 
 Prints JSON on stdout; progress on stderr.
 """
@@ -52,6 +61,7 @@ from fvr_audit.metrics.topk import topk_sweep  # noqa: E402
 
 CACHE = Path(os.environ.get("FVR_AUDIT_CACHE", Path.home() / ".cache" / "fvr-audit"))
 KS = [1, 5, 25]
+PARAMETRIC = ("nbnet", "vec2face", "naive")
 NS = [1000, 10**9]  # 10**9 -> capped at "all"
 
 
@@ -182,6 +192,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="eigenfaces: candidates per iteration")
     parser.add_argument("--query-budget", type=int, default=None, help="eigenfaces: queries per target")
     parser.add_argument("--tag", default="", help="suffix of the work folder (to keep several settings apart)")
+    parser.add_argument("--chunk", type=int, default=10, help="targets advanced together and saved per chunk")
+    parser.add_argument("--models", type=Path, action="append", default=[], help="nbnet/vec2face/naive: extra models folder")
+    parser.add_argument("--adapter", type=Path, default=None, help="nbnet/vec2face/naive: adapter .npz (F -> the generator's F)")
     args = parser.parse_args()
 
     lfw = require_lfw(args.lfw)
@@ -201,7 +214,7 @@ def main() -> None:
     target_labels = np.array([p.split("/")[0] for p in target_paths])
 
     galleries, truths, originals = {}, {}, {}
-    for name, engine in engines.items():
+    for name in engines:
         paths_e, vectors_e = embedded[name]
         row_of = {p: i for i, p in enumerate(paths_e)}
         missing = [p for p in target_paths if p not in row_of]
@@ -240,6 +253,12 @@ def main() -> None:
             settings["batch"] = args.batch
         if args.query_budget is not None and method == "eigenfaces":
             settings["query_budget"] = args.query_budget
+        if method in PARAMETRIC:
+            settings["models"] = tuple(args.models)
+            if args.adapter is not None:
+                from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+
+                settings["adapter"] = RidgeAdapter.load(args.adapter)
         reconstructor = get_reconstructor(method, **settings)
         work = args.work / f"{method}-{f.name}-{args.targets}-{args.seed}{('-' + args.tag) if args.tag else ''}"
         log(f"{method}: reconstructing {len(targets)} targets into {work}")
@@ -251,6 +270,7 @@ def main() -> None:
             work,
             labels=list(target_labels),
             seed=args.seed,
+            chunk_size=args.chunk,
             on_progress=lambda n, s=start, m=method: log(f"  {m}: +{n} targets done, {time.perf_counter() - s:.0f} s"),
             source=f"LFW eval targets seed {args.seed}",
         )
@@ -270,6 +290,9 @@ def main() -> None:
             "wall_seconds_total": round(float(seconds.sum()), 1),
             "curve": similarity_curve(records),
         }
+        if method in PARAMETRIC:
+            entry["vectors_per_second"] = parametric_throughput(reconstructor, f, target_vectors)
+            log(f"{method}: {entry['vectors_per_second']} vectors/s")
         for name, engine in engines.items():
             crops = crop_from_canonical(images, engine.geometry)
             queries_e = engine.embed(crops)
@@ -281,6 +304,15 @@ def main() -> None:
             log(f"{method} under {name}: {row}")
         result[method] = entry
     emit(result)
+
+
+def parametric_throughput(reconstructor, extractor, vectors: np.ndarray, count: int = 2000) -> float:
+    """Reconstructions per second of a trained generator (onnxruntime + resize to the 200 px frame)."""
+    batch = np.resize(vectors, (count, vectors.shape[1])).astype(np.float32)
+    reconstructor.generate(batch[:64], extractor)  # session start-up is not throughput
+    start = time.perf_counter()
+    reconstructor.generate(batch, extractor)
+    return round(count / (time.perf_counter() - start), 1)
 
 
 def similarity_curve(records: list[dict]) -> list[list[float]]:

@@ -32,6 +32,8 @@ class ModelEntry:
     license: str
     script: str
     description: str = ""
+    #: Kind-specific facts (a reconstructor's method, extractor, training data and validation score).
+    details: dict | None = None
 
 
 def models_dir() -> Path:
@@ -103,6 +105,7 @@ def register_model(
     license: str,
     script: str,
     description: str = "",
+    details: dict | None = None,
     directory: Path | None = None,
 ) -> ModelEntry:
     """Add or update a manifest entry for a file already written in the models folder.
@@ -124,9 +127,10 @@ def register_model(
         license=license,
         script=script,
         description=description,
+        details=details,
     )
     files = [item for item in raw["files"] if item["file"] != file]
-    files.append(entry.__dict__)
+    files.append({k: v for k, v in entry.__dict__.items() if v is not None})
     raw["files"] = sorted(files, key=lambda item: item["file"])
     atomic_write_text(manifest_file, json.dumps(raw, indent=2) + "\n", file_mode=0o644)
     return entry

@@ -81,6 +81,11 @@ class ScanSettings:
     fmr: float = 1e-3
     method_settings: Mapping[str, dict] = field(default_factory=dict)
     allow_duplicates: bool = False
+    #: Extra models folders searched for trained reconstructors (``--models``).
+    model_dirs: tuple[Path, ...] = ()
+    #: ``--calibration DIR``: face photos to fit an adapter from F's space into that of an extractor
+    #: with pretrained reconstructors, when F has none of its own.
+    calibration: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ def run_scan(
             "true identity, so the database needs labels (fvr-audit extract writes them from identity folders)"
         )
     _check_settings(settings)
-    reconstructors = _reconstructors(settings, extractor, notes)
+    adapter = _calibration_adapter(settings, extractor, notes, progress)
+    reconstructors = _reconstructors(settings, extractor, notes, adapter)
 
     mark = time.perf_counter()
     engines = _build_engines(db, extractor, settings, sources, progress)
@@ -280,12 +286,51 @@ def _check_settings(settings: ScanSettings) -> None:
         raise InputError(f"--fmr {settings.fmr}: must be between 0 and 1")
 
 
-def _reconstructors(settings: ScanSettings, extractor: Extractor, notes: list[str]) -> list:
+PARAMETRIC_METHODS = ("nbnet", "vec2face", "naive")
+
+
+def _calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: list[str], progress):
+    """The ridge adapter F -> dlib-resnet128 fitted on ``--calibration`` photos, when F needs one."""
+    if settings.calibration is None:
+        return None
+    from fvr_audit.extraction import discover_images
+    from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, get_extractor
+    from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
+    from fvr_audit.reconstructors.parametric.store import find_reconstructor
+
+    wanted = [m for m in (settings.methods or PARAMETRIC_METHODS) if m in PARAMETRIC_METHODS]
+    own = [m for m in wanted if find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
+    if not wanted or len(own) == len(wanted):
+        notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
+        return None
+    if not Path(settings.calibration).is_dir():
+        raise InputError(f"{settings.calibration}: --calibration needs a folder of face photos")
+    target = get_extractor(DEFAULT_EXTRACTOR)
+    count = len(discover_images(settings.calibration)[0])
+    adapter = fit_adapter_from_photos(
+        settings.calibration, extractor, target, on_progress=progress(f"calibration: {extractor.name} -> {target.name}", count)
+    )
+    notes.append(
+        f"parametric methods attack {extractor.name} through an adapter into {target.name} space ({adapter.describe()}); "
+        f"they used {target.name}, so it does not judge them"
+    )
+    return adapter
+
+
+def _reconstructors(settings: ScanSettings, extractor: Extractor, notes: list[str], adapter=None) -> list:
     explicit = settings.methods is not None
     names = list(settings.methods) if explicit else available_reconstructors()
     chosen = []
     for name in names:
-        reconstructor = get_reconstructor(name, **dict(settings.method_settings.get(name, {})))
+        extra = dict(settings.method_settings.get(name, {}))
+        if name in PARAMETRIC_METHODS:
+            extra.setdefault("models", tuple(settings.model_dirs))
+            if adapter is not None:
+                from fvr_audit.reconstructors.parametric.store import find_reconstructor
+
+                if find_reconstructor(name, extractor.name, extractor.info.sha256, settings.model_dirs)[0] is None:
+                    extra["adapter"] = adapter
+        reconstructor = get_reconstructor(name, **extra)
         reason = reconstructor.supports(extractor)
         if reason:
             if explicit:

@@ -238,6 +238,9 @@ def build_reconstructor(
     accepted = {
         "eigenfaces": {"preset", "iterations", "batch", "query_budget", "target_similarity"},
         "gradient": {"preset", "iterations", "query_budget", "target_similarity"},
+        "nbnet": set(),
+        "vec2face": set(),
+        "naive": set(),
     }.get(method)
     given = {key: value for key, value in flags.items() if value is not None}
     if accepted is not None:

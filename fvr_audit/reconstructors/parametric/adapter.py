@@ -1,0 +1,158 @@
+"""A linear map from one extractor's vector space into another's, so a reconstructor trained for the
+second can attack vectors of the first (issue #5, point 4).
+
+Fitted by ridge regression on calibration photos embedded by both extractors: with X the user's
+vectors [M, Du] and Y the default F's [M, Dt] (both L2-normalised, centred by their means),
+``W = (X^T X + lambda I)^-1 X^T Y``; a vector x maps to ``normalise((x - mx) W + my)``. lambda
+is chosen by K-fold cross-validation over whole identities (mean cosine of the mapped vectors to
+the true ones), from a grid scaled by the trace of X^T X, so the map is not tuned on the photos it
+is scored on. Plain numpy; saved as an .npz of arrays (no pickles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fvr_audit.errors import InputError
+
+#: Ridge strengths tried, as multiples of trace(X^T X) / Du.
+LAMBDA_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    gram = xc.T @ xc
+    scale = np.trace(gram) / gram.shape[0]
+    w = np.linalg.solve(gram + lam * scale * np.eye(gram.shape[0]), xc.T @ yc)
+    return w, mx, my
+
+
+@dataclass(frozen=True)
+class RidgeAdapter:
+    """x (source space) -> normalise((x - mx) W + my) (target space)."""
+
+    source: str
+    target: str
+    target_sha256: str
+    weights: np.ndarray
+    source_mean: np.ndarray
+    target_mean: np.ndarray
+    lam: float
+    #: Mean cosine(mapped, true) in cross-validation (held-out identities) and on the fit itself.
+    cv_cosine: float
+    fit_cosine: float
+    samples: int
+    identities: int
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Map L2-normalised source vectors [N, Du] into the target space (L2-normalised [N, Dt]).
+
+        >>> rng = np.random.default_rng(0); x = _normalise(rng.normal(size=(300, 8)))
+        >>> y = _normalise(x @ rng.normal(size=(8, 5)))
+        >>> a = RidgeAdapter.fit(x, y, np.repeat(np.arange(100), 3), source="a", target="b")
+        >>> a.cv_cosine > 0.95, a.transform(x[:2]).shape
+        (True, (2, 5))
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.weights.shape[0]:
+            raise InputError(f"adapter {self.source}->{self.target}: expected [N, {self.weights.shape[0]}] vectors, got {x.shape}")
+        return _normalise((x - self.source_mean) @ self.weights + self.target_mean).astype(np.float32)
+
+    def describe(self) -> str:
+        return (
+            f"ridge {self.source}->{self.target}, lambda {self.lam:g}, {self.samples} photos of {self.identities} "
+            f"identities, cross-validated cosine {self.cv_cosine:.3f}"
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        labels: np.ndarray,
+        *,
+        source: str,
+        target: str,
+        target_sha256: str = "",
+        folds: int = 5,
+    ) -> RidgeAdapter:
+        """Fit on paired vectors ``x`` (source) and ``y`` (target) of photos with identity ``labels``."""
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        labels = np.asarray(labels)
+        if len(x) != len(y) or len(x) != len(labels):
+            raise InputError("adapter: the two vector sets and the labels differ in length")
+        names = np.unique(labels)
+        if len(x) < 20 or len(names) < 2:
+            raise InputError(
+                f"adapter: {len(x)} calibration faces of {len(names)} identities are too few "
+                "(at least 20 faces of 2 identities; the adapter improves up to several thousand)"
+            )
+        folds = max(2, min(folds, len(names)))
+        fold_of_name = {n: i % folds for i, n in enumerate(np.random.default_rng(0).permutation(names))}
+        fold = np.array([fold_of_name[n] for n in labels])
+        scores = {}
+        for lam in LAMBDA_GRID:
+            total = 0.0
+            for f in range(folds):
+                test = fold == f
+                w, mx, my = _fit(x[~test], y[~test], lam)
+                mapped = _normalise((x[test] - mx) @ w + my)
+                total += float(np.einsum("nd,nd->n", mapped, _normalise(y[test])).sum())
+            scores[lam] = total / len(x)
+        lam = max(scores, key=scores.get)
+        w, mx, my = _fit(x, y, lam)
+        fit_cos = float(np.mean(np.einsum("nd,nd->n", _normalise((x - mx) @ w + my), _normalise(y))))
+        return cls(source, target, target_sha256, w, mx, my, float(lam), scores[lam], fit_cos, len(x), len(names))
+
+    def save(self, path: Path) -> None:
+        from fvr_audit.io.npz import save_npz
+
+        save_npz(
+            path,
+            weights=self.weights,
+            source_mean=self.source_mean,
+            target_mean=self.target_mean,
+            meta=np.array([self.source, self.target, self.target_sha256]),
+            numbers=np.array([self.lam, self.cv_cosine, self.fit_cosine, self.samples, self.identities], np.float64),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> RidgeAdapter:
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                source, target, sha = (str(s) for s in d["meta"])
+                lam, cv, fit, samples, identities = d["numbers"].tolist()
+                return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit, int(samples), int(identities))
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: not an fvr-audit adapter file ({exc})") from exc
+
+
+def fit_adapter_from_photos(folder: Path, source_extractor, target_extractor, *, on_progress=None) -> RidgeAdapter:
+    """Embed every photo of ``folder`` (an identity tree, or a flat folder) with both extractors in one
+    alignment pass, and fit the adapter source -> target."""
+    from fvr_audit.extraction import discover_images, embed_records
+
+    records, _ = discover_images(folder)
+    if not records:
+        raise InputError(f"{folder}: no images found for calibration")
+    run = embed_records(records, [source_extractor, target_extractor], on_progress=on_progress)
+    if len(run.kept) == 0:
+        raise InputError(f"{folder}: no face found in any calibration photo")
+    labels = np.array([records[i].label or records[i].relative for i in run.kept])
+    return RidgeAdapter.fit(
+        run.vectors[source_extractor.name],
+        run.vectors[target_extractor.name],
+        labels,
+        source=source_extractor.name,
+        target=target_extractor.name,
+        target_sha256=target_extractor.info.sha256 or "",
+    )
