@@ -129,3 +129,33 @@ def test_real_photos_same_person_closer_than_others(tmp_path, lfw_dir):
     nearest = labels[scores.argmax(axis=1)]
     rows = labels != "Abel_Pacheco"
     assert (nearest[rows] == labels[rows]).all()
+
+
+def test_extractor_override_flags_reach_the_command_as_one_options_object():
+    """Every command takes the ONNX/HTTP override flags through one decorator (cli/options.py)."""
+    import typer
+
+    from fvr_audit.cli import options as opt
+    from fvr_audit.cli.common import handle_errors
+    from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder
+
+    probe = typer.Typer()
+    seen = {}
+
+    @probe.command()
+    @handle_errors
+    @opt.extractor_overrides
+    def show(name: str = typer.Argument("x"), extractor_options=None) -> None:
+        seen["options"], seen["name"] = extractor_options, name
+
+    result = CliRunner().invoke(
+        probe, ["y", "--input-size", "96", "--mean", "127.5", "--std", "1,2,3", "--channel-order", "BGR", "--crop", "none", "--padding", "0.3"]
+    )
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert seen["name"] == "y" and options.input_size == 96 and options.mean == (127.5,) * 3 and options.std == (1.0, 2.0, 3.0)
+    assert options.channel_order is ChannelOrder.BGR and options.crop is AlignmentTemplate.NONE and options.padding == 0.3
+    CliRunner().invoke(probe, [])
+    assert seen["options"].input_size is None and seen["options"].mean is None
+    bad = CliRunner().invoke(probe, ["--std", "0"])
+    assert bad.exit_code == 2 and "divide by zero" in bad.output

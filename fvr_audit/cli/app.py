@@ -32,7 +32,17 @@ def _root(
 
 def _register_commands() -> None:
     # Each concept keeps its commands in its own module; they are attached here.
-    from fvr_audit.cli import demo_cmd, extract_cmd, extractors_cmd, reconstruct_cmd, scan_cmd, vectors_cmd
+    from fvr_audit.cli import (
+        adapter_cmd,
+        demo_cmd,
+        extract_cmd,
+        extractors_cmd,
+        models_cmd,
+        reconstruct_cmd,
+        scan_cmd,
+        train_cmd,
+        vectors_cmd,
+    )
 
     app.add_typer(vectors_cmd.app, name="vectors", help="Inspect and validate feature-vector databases.")
     demo_cmd.register(app)
@@ -40,6 +50,9 @@ def _register_commands() -> None:
     extract_cmd.register(app)
     scan_cmd.register(app)
     reconstruct_cmd.register(app)
+    train_cmd.register(app)
+    models_cmd.register(app)
+    adapter_cmd.register(app)
 
 
 _register_commands()

@@ -15,12 +15,13 @@ from fvr_audit.alignment.aligner import FaceStatus, NoFacePolicy
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+from fvr_audit.extractors.registry import ExtractorOptions
 
 
 def register(app: typer.Typer) -> None:
     @app.command("extract")
     @handle_errors
+    @opt.extractor_overrides
     def extract(
         images: Path = typer.Argument(..., help="Folder of photos: DIR/<identity>/<image> (labelled) or flat."),
         output: Path = typer.Option(..., "--output", "-o", help="Vector database to write (.npz)."),
@@ -34,13 +35,7 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, "--workers", help="Detection processes (default: cores)."),
         compress: bool = typer.Option(False, "--compress", help="Compress the .npz (then it cannot be memory-mapped)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
-        input_size: Optional[int] = opt.InputSizeOpt,
-        mean: Optional[str] = opt.MeanOpt,
-        std: Optional[str] = opt.StdOpt,
-        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
-        layout: Optional[Layout] = opt.LayoutOpt,
-        crop: Optional[AlignmentTemplate] = opt.CropOpt,
-        padding: Optional[float] = opt.PaddingOpt,
+        extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Detect, align and embed every face photo under IMAGES; write vectors, labels and paths."""
         from fvr_audit.extraction import discover_images, embed_records
@@ -52,7 +47,7 @@ def register(app: typer.Typer) -> None:
         if output.exists() and output.is_dir():
             raise InputError(f"{output}: is a folder; give a file name ending in .npz")
         records, labelled = discover_images(images)
-        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        options = extractor_options
         model = get_extractor(extractor, options)
         for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
             console.print(f"[yellow]{line}[/]")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 import typer
 
@@ -69,3 +72,38 @@ def build_extractor_options(
         crop=crop,
         padding=padding,
     )
+
+
+#: The override flags, as (parameter, annotation, typer option); one list for every command.
+OVERRIDE_PARAMETERS: tuple[tuple[str, object, object], ...] = (
+    ("input_size", Optional[int], InputSizeOpt),
+    ("mean", Optional[str], MeanOpt),
+    ("std", Optional[str], StdOpt),
+    ("channel_order", Optional[ChannelOrder], ChannelOrderOpt),
+    ("layout", Optional[Layout], LayoutOpt),
+    ("crop", Optional[AlignmentTemplate], CropOpt),
+    ("padding", Optional[float], PaddingOpt),
+)
+
+F = TypeVar("F", bound=Callable)
+
+
+def extractor_overrides(func: F) -> F:
+    """Give a command the ``--input-size ... --padding`` flags; it receives them parsed and validated
+    as one ``extractor_options: ExtractorOptions`` keyword (place under ``handle_errors``, so a bad
+    value is a one-line error)."""
+    signature = inspect.signature(func)
+    kept = [p for p in signature.parameters.values() if p.name != "extractor_options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for name, annotation, option in OVERRIDE_PARAMETERS
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        values = [kwargs.pop(name, None) for name, _, _ in OVERRIDE_PARAMETERS]
+        values = [None if isinstance(v, typer.models.OptionInfo) else v for v in values]
+        return func(*args, extractor_options=build_extractor_options(*values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

@@ -11,9 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+from fvr_audit.extractors.registry import ExtractorOptions
 
-METHOD_HELP = "Reconstruction method: eigenfaces (black-box, any F) or gradient (white-box, torch F)."
+METHOD_HELP = (
+    "Reconstruction method: eigenfaces (black-box, any F), gradient (white-box, torch F), "
+    "or a trained one: nbnet, vec2face, naive (see `fvr-audit models`)."
+)
 PRESET_HELP = (
     "Named settings: default (strong; eigenfaces 200 x 64 = 12,800 queries per target), "
     "paper (eigenfaces: the paper's 2,000 x 64 = 128,000), fast (quick demo runs)."
@@ -23,6 +26,7 @@ PRESET_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("reconstruct")
     @handle_errors
+    @opt.extractor_overrides
     def reconstruct(
         vectors: Path = typer.Argument(..., help="Vector database (.npy or .npz) made by the extractor F."),
         output: Path = typer.Option(..., "--output", "-o", help="Folder for the PNGs and reconstructions.json."),
@@ -41,13 +45,13 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", help="Reconstruct only the first N vectors."),
         chunk: Optional[int] = typer.Option(None, "--chunk", help="Targets advanced together (and saved) per chunk."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-        input_size: Optional[int] = opt.InputSizeOpt,
-        mean: Optional[str] = opt.MeanOpt,
-        std: Optional[str] = opt.StdOpt,
-        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
-        layout: Optional[Layout] = opt.LayoutOpt,
-        crop: Optional[AlignmentTemplate] = opt.CropOpt,
-        padding: Optional[float] = opt.PaddingOpt,
+        models: list[Path] = typer.Option(
+            [], "--models", help="nbnet/vec2face/naive: extra models folder with trained reconstructors; repeatable."
+        ),
+        adapter: Optional[Path] = typer.Option(
+            None, "--adapter", help="nbnet/vec2face/naive: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
+        ),
+        extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct a face from every vector; write one PNG each and reconstructions.json (resumable)."""
         from fvr_audit.extractors.registry import get_extractor
@@ -58,7 +62,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--limit {limit}: must be at least 1")
         if chunk is not None and chunk < 1:
             raise InputError(f"--chunk {chunk}: must be at least 1")
-        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        options = extractor_options
         model = get_extractor(extractor, options)
         attack = build_reconstructor(
             method,
@@ -67,6 +71,7 @@ def register(app: typer.Typer) -> None:
             batch=batch,
             query_budget=query_budget,
             target_similarity=target_similarity,
+            **_parametric_extras(method, models, adapter),
         )
         reason = attack.supports(model)
         if reason:
@@ -121,3 +126,19 @@ def register(app: typer.Typer) -> None:
             f"({len(records)} of {total}) in {run.seconds:.1f} s",
             err=True,
         )
+
+
+def _parametric_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
+    """--models / --adapter for the trained methods; an error for the others (never silently ignored)."""
+    from fvr_audit.audit.scan import PARAMETRIC_METHODS
+
+    if method not in PARAMETRIC_METHODS:
+        if models or adapter:
+            raise InputError(f"{method}: --models and --adapter apply to nbnet, vec2face and naive only")
+        return {}
+    extras: dict = {"models": tuple(models)}
+    if adapter is not None:
+        from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+
+        extras["adapter"] = RidgeAdapter.load(adapter)
+    return extras

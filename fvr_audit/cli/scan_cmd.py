@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
 from fvr_audit.errors import ExitCode, InputError
-from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder, Layout
+from fvr_audit.extractors.registry import ExtractorOptions
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -76,6 +82,7 @@ def _scalar(text: str):
 def register(app: typer.Typer) -> None:
     @app.command("scan")
     @handle_errors
+    @opt.extractor_overrides
     def scan(
         vectors: Path = typer.Argument(..., help="Vector database (.npy or .npz with labels) made by the extractor F."),
         extractor: str = opt.ExtractorArg,
@@ -110,13 +117,13 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
         set_: list[str] = typer.Option([], "--set", help="Method setting METHOD.NAME=VALUE, e.g. eigenfaces.iterations=200."),
         allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Warn about duplicated rows instead of failing."),
-        input_size: Optional[int] = opt.InputSizeOpt,
-        mean: Optional[str] = opt.MeanOpt,
-        std: Optional[str] = opt.StdOpt,
-        channel_order: Optional[ChannelOrder] = opt.ChannelOrderOpt,
-        layout: Optional[Layout] = opt.LayoutOpt,
-        crop: Optional[AlignmentTemplate] = opt.CropOpt,
-        padding: Optional[float] = opt.PaddingOpt,
+        models: list[Path] = typer.Option(
+            [], "--models", help="Extra models folder with trained reconstructors (from `fvr-audit train --export`); repeatable."
+        ),
+        calibration: Optional[Path] = typer.Option(
+            None, "--calibration", help="Face photos to map F's vectors into dlib-resnet128 space when F has no trained reconstructor."
+        ),
+        extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
         from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
@@ -142,6 +149,8 @@ def register(app: typer.Typer) -> None:
             fmr=fmr,
             method_settings=parse_method_options(set_),
             allow_duplicates=allow_duplicates,
+            model_dirs=tuple(models),
+            calibration=calibration,
         )
         sources = GallerySources(
             folder=folders[0] if folders else None,
@@ -149,7 +158,7 @@ def register(app: typer.Typer) -> None:
             originals=parse_assignments(originals, "--originals"),
             images_root=images_root,
         )
-        options = opt.build_extractor_options(input_size, mean, std, channel_order, layout, crop, padding)
+        options = extractor_options
         model = get_extractor(extractor, options)
         for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
             console.print(f"[yellow]{line}[/]")
@@ -218,7 +227,9 @@ def summary_table(results) -> Table:
             continue
         table.add_row(
             r.method, r.engine, str(r.n), f"{r.tpr:.3f}", f"{r.tpr_ci[0]:.3f}-{r.tpr_ci[1]:.3f}",
-            f"{r.fpr:.3f}", f"{r.no_match:.3f}", f"{r.baseline:.4f}", f"{sar.get((r.method, r.engine), 0):.3f}",
+            f"{r.fpr:.3f}", f"{r.no_match:.3f}", f"{r.baseline:.4f}",
+            # no verification row (the random reference: its scores are not cosines) -> a dash, not 0
+            "—" if sar.get((r.method, r.engine)) is None else f"{sar[(r.method, r.engine)]:.3f}",
         )
     return table
 

@@ -1,0 +1,158 @@
+"""``fvr-audit train METHOD --extractor F --faces DIR``: train a parametric reconstructor for any F."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fvr_audit.cli import options as opt
+from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.registry import ExtractorOptions
+
+DATA_FILE = "training-data.npz"
+
+
+class TrainMethod(str, Enum):
+    """The trainable (parametric) reconstruction methods."""
+
+    NBNET = "nbnet"
+    VEC2FACE = "vec2face"
+    NAIVE = "naive"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    @handle_errors
+    @opt.extractor_overrides
+    def train_command(
+        method: TrainMethod = typer.Argument(..., help="The method to train."),
+        extractor: str = opt.ExtractorArg,
+        faces: Optional[Path] = typer.Option(
+            None, "--faces", help="Identity tree of face photos (one folder per person) to train on."
+        ),
+        data: Optional[Path] = typer.Option(
+            None, "--data", help="A prepared training-data .npz (from an earlier run's work folder) instead of --faces."
+        ),
+        identities: Optional[Path] = typer.Option(
+            None, "--identities", help="Text file of identity folder names: train only on these (e.g. a split list)."
+        ),
+        work: Optional[Path] = typer.Option(
+            None, "--work", help="Folder for the checkpoint, history and prepared data (default ./fvr-train-METHOD-F)."
+        ),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --work from its last epoch."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default 2)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faces per step (default 32)."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
+        identity_weight: Optional[float] = typer.Option(
+            None, "--identity-weight", help="Weight of the 1 - cos(F(R(v)), v) loss (0: pixel losses only)."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of initialisation, order and the validation split."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all usable cores)."),
+        export: Optional[Path] = typer.Option(
+            None, "--export", help="After training, write the ONNX generator and its manifest entry into this models folder."
+        ),
+        extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
+    ) -> None:
+        """Train a reconstructor R(v) -> face for F (checkpoint per epoch, resumable, seeded), optionally export it.
+
+        With a differentiable F (the built-in extractors) the identity loss goes through F; with a
+        black-box F (ONNX file, HTTP endpoint) vectors are computed once and the pixel (and, for
+        vec2face, adversarial) losses train alone. A seeded set of whole identities is held out and
+        cosine(F(R(v)), v) on it is printed after every epoch.
+        """
+        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.reconstructors.parametric.store import export_trained
+        from fvr_audit.reconstructors.parametric.training import (
+            TrainingData,
+            default_settings,
+            feature_loss_plan,
+            prepare_training_data,
+            train,
+        )
+
+        method = method.value
+        settings = default_settings(
+            method, epochs=epochs, batch_size=batch_size, lr=lr, identity_weight=identity_weight, seed=seed
+        )
+        if (faces is None) == (data is None) and not (resume and work and (work / DATA_FILE).exists()):
+            raise InputError("train: give exactly one of --faces DIR or --data FILE")
+        if faces is not None and not faces.is_dir():
+            raise InputError(f"{faces}: not a folder of face photos")
+        if threads is not None:
+            if threads < 1:
+                raise InputError(f"--threads {threads}: must be at least 1")
+            import torch
+
+            torch.set_num_threads(threads)
+        options = extractor_options
+        model = get_extractor(extractor, options)
+        work = work or Path(f"fvr-train-{method}-{model.name.replace('/', '_')}")
+        if (work / "checkpoint.pt").exists() and not resume:
+            raise InputError(f"{work}: holds a training run already; pass --resume, or choose another --work folder")
+        chosen = None
+        if identities is not None:
+            try:
+                chosen = {line.strip() for line in identities.read_text().splitlines() if line.strip()}
+            except OSError as exc:
+                raise InputError(f"{identities}: unreadable ({exc.strerror})") from exc
+
+        if data is not None:
+            dataset = TrainingData.load(data)
+        elif (work / DATA_FILE).exists():
+            dataset = TrainingData.load(work / DATA_FILE)
+            console.print(f"training data: {work / DATA_FILE} (prepared earlier)")
+        else:
+            from fvr_audit.extraction import discover_images
+
+            count = len(discover_images(faces)[0])
+            with Progress(TextColumn("aligning + embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task("prep", total=count)
+                dataset = prepare_training_data(faces, model, identities=chosen, on_progress=lambda n: bar.advance(task, n))
+            dataset.save(work / DATA_FILE)
+        if dataset.extractor != model.name:
+            raise InputError(f"{data or work / DATA_FILE}: vectors made by {dataset.extractor}, not {model.name}")
+        console.print(
+            f"{method} for {model.name}: {len(dataset.faces)} faces of {len(set(dataset.labels.tolist()))} identities; "
+            f"{settings.epochs} epochs, batch {settings.batch_size}"
+        )
+        console.print(feature_loss_plan(model, settings))
+        start = time.perf_counter()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            tasks: dict[int, int] = {}
+
+            def on_step(epoch: int, step: int, steps: int, losses: dict) -> None:
+                if epoch not in tasks:
+                    tasks[epoch] = bar.add_task(f"epoch {epoch + 1}/{settings.epochs}", total=steps, loss="")
+                text = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
+                bar.update(tasks[epoch], completed=step, loss=text)
+
+            def on_epoch(report) -> None:
+                bar.console.print(
+                    f"epoch {report.epoch}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in report.losses.items())
+                    + f"; validation median cos(F(R(v)), v) = {report.validation_cosine:.4f} ({report.seconds:.0f} s)"
+                )
+
+            outcome = train(dataset, model, settings, work, resume=resume, on_step=on_step, on_epoch=on_epoch)
+        console.print(f"trained in {time.perf_counter() - start:.0f} s; checkpoint {work / 'checkpoint.pt'}")
+        if outcome.history:
+            console.print(f"validation median cosine: {outcome.history[-1]['validation_cosine']:.4f}")
+        if export is not None:
+            entry = export_trained(
+                work, model, method, data_file=data or (work / DATA_FILE), directory=export, script="fvr-audit train"
+            )
+            console.print(f"exported {export / entry.file} (sha256 {entry.sha256[:12]}); scan with --models {export}")
