@@ -325,13 +325,12 @@ def _reconstructors(settings: ScanSettings, extractor: Extractor, notes: list[st
         extra = dict(settings.method_settings.get(name, {}))
         if name in PARAMETRIC_METHODS:
             extra.setdefault("models", tuple(settings.model_dirs))
-            if adapter is not None:
-                from fvr_audit.reconstructors.parametric.store import find_reconstructor
-
-                if find_reconstructor(name, extractor.name, extractor.info.sha256, settings.model_dirs)[0] is None:
-                    extra["adapter"] = adapter
         reconstructor = get_reconstructor(name, **extra)
         reason = reconstructor.supports(extractor)
+        if reason and adapter is not None and name in PARAMETRIC_METHODS:
+            # no generator of its own for F: reuse one trained for the adapter's target space
+            reconstructor = get_reconstructor(name, **extra, adapter=adapter)
+            reason = reconstructor.supports(extractor)
         if reason:
             if explicit:
                 raise InputError(f"--methods {name}: cannot attack {extractor.name}: {reason}")

@@ -659,15 +659,11 @@ class DlibResNetExtractor(Extractor):
         )
 
     def _init_onnx(self) -> None:
-        import onnxruntime as ort
-
+        from fvr_audit.extractors.ort_session import cpu_session
         from fvr_audit.model_store import load_manifest, model_path
 
         path = model_path(ONNX_FILE)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, self.threads)
         self._input_name = self._session.get_inputs()[0].name
         self.model_file = path
         self._sha256 = load_manifest(path.parent)[ONNX_FILE].sha256

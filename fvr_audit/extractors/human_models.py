@@ -152,14 +152,9 @@ class HumanModelExtractor(Extractor):
             self._init_torch()
 
     def _init_onnx(self) -> None:
-        import onnxruntime as ort
+        from fvr_audit.extractors.ort_session import cpu_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(self.model_file), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(self.model_file, self.threads)
         (graph_input,) = self._session.get_inputs()
         size = self.spec.geometry.size
         # A wrong file under the right name would pass the hash check only if the manifest was

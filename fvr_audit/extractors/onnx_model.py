@@ -583,7 +583,8 @@ class OnnxModelExtractor(Extractor):
     def __init__(self, path: str | os.PathLike[str], options: ExtractorOptions | None = None) -> None:
         # onnx and onnxruntime are imported here so listing extractors does not pay for them.
         import onnx
-        import onnxruntime as ort
+
+        from fvr_audit.extractors.ort_session import cpu_session
 
         self.path = Path(path)
         self.options = options or ExtractorOptions()
@@ -603,14 +604,9 @@ class OnnxModelExtractor(Extractor):
             # Empty or arbitrary bytes can parse as an empty protobuf message.
             raise InputError(f"{label}: not an ONNX model, or the file is corrupt")
 
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = session_threads()
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3  # errors only: ORT warns about benign graph details
+        threads = session_threads()
         try:
-            self._session = ort.InferenceSession(
-                str(self.path), sess_options=session_options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(self.path, threads, quiet=True)
         except Exception as exc:
             raise InputError(f"{label}: onnxruntime cannot load the model ({_first_line(exc)})") from exc
 

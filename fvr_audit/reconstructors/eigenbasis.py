@@ -122,9 +122,11 @@ def _bilinear_resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("yh,nhwc,xw->nyxc", wy, images, wx, optimize=True).astype(np.float32)
 
 
-def load_basis(file: str = DEFAULT_BASIS_FILE, directory: Path | None = None) -> EigenBasis:
-    """Load a shipped basis (sha256-checked against ``models/manifest.json``)."""
-    return _load_basis_cached(file, str(directory) if directory else "")
+def load_basis(file: str = DEFAULT_BASIS_FILE, directory: Path | None = None, components: int | None = None) -> EigenBasis:
+    """Load a shipped basis (sha256-checked against ``models/manifest.json``); ``components``: keep
+    only the leading ones (``None`` or 0: all)."""
+    basis = _load_basis_cached(file, str(directory) if directory else "")
+    return basis.truncated(components) if components else basis
 
 
 @functools.lru_cache(maxsize=2)

@@ -206,10 +206,7 @@ class GradientReconstructor(Reconstructor):
     @property
     def basis(self) -> EigenBasis:
         if self._basis is None:
-            basis = load_basis(self.settings.basis)
-            if self.settings.components:
-                basis = basis.truncated(self.settings.components)
-            self._basis = basis
+            self._basis = load_basis(self.settings.basis, components=self.settings.components)
         return self._basis
 
     @property

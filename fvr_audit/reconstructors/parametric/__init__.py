@@ -100,7 +100,9 @@ class ParametricReconstructor(Reconstructor):
 
     def generate(self, vectors: np.ndarray, extractor: Extractor) -> np.ndarray:
         """uint8 [N, 200, 200, 3] canonical faces of ``vectors`` (made by ``extractor``); F is not queried."""
-        found = self.generator_file(extractor)
+        return self._generate(self.generator_file(extractor), vectors)
+
+    def _generate(self, found, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if self.adapter is not None:
             vectors = self.adapter.transform(vectors)
@@ -118,14 +120,10 @@ class ParametricReconstructor(Reconstructor):
     def _session(self, path: Path):
         key = str(path)
         if key not in self._sessions:
-            import onnxruntime as ort
-
             from fvr_audit.extractors.dlib_resnet import backend_threads
+            from fvr_audit.extractors.ort_session import cpu_session
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = backend_threads()
-            options.inter_op_num_threads = 1
-            self._sessions[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._sessions[key] = cpu_session(path, backend_threads())
         return self._sessions[key]
 
     def reconstruct(
@@ -139,7 +137,7 @@ class ParametricReconstructor(Reconstructor):
     ) -> ReconstructionResult:
         start = time.perf_counter()
         found = self.generator_file(extractor)
-        images = self.generate(vectors, extractor)
+        images = self._generate(found, vectors)
         generated = time.perf_counter() - start
         # The similarity is a measurement for the report, not part of the attack (no queries).
         embedded = extractor.embed(crop_from_canonical(images, extractor.geometry))

@@ -114,8 +114,8 @@ def export_trained(
     directory.mkdir(parents=True, exist_ok=True)
     dim = extractor.dim
     generator, history, fingerprint = load_generator(work, method, dim)
-    settings = dict(fingerprint["settings"])
-    planned = int(settings.pop("epochs", 0) or fingerprint.get("epochs", 0))
+    settings = fingerprint["settings"]
+    planned = int(fingerprint["epochs"])
     if len(history) < planned and not allow_partial:
         raise InputError(f"{work}: training stopped after {len(history)} of {planned} epochs; resume it first")
     name = file_name or f"reconstructor-{method}-{extractor.name}.onnx"
@@ -126,9 +126,7 @@ def export_trained(
         data = TrainingData.load(Path(data_file))
         source, identities, images = data.source, int(len(set(data.labels.tolist()))), int(len(data.labels))
     last = history[-1]
-    feature_model = fingerprint.get("feature_loss_model")
-    if "feature_loss_model" not in fingerprint and float(settings.get("identity_weight", 0)) > 0:
-        feature_model = extractor.name  # checkpoints from before the key existed: identity loss through F
+    feature_model = fingerprint["feature_loss_model"]
     used = [extractor.name]
     if feature_model and not feature_model.startswith(extractor.name):
         used.append(feature_model.split(" ")[0])

@@ -413,12 +413,10 @@ def train(
         raise InputError(f"{checkpoint_file}: a training run is already there; use --resume or another --work folder")
 
     faces = torch.from_numpy(np.ascontiguousarray(data.faces.transpose(0, 3, 1, 2)))  # uint8 NCHW
-    vectors_all = torch.from_numpy(data.vectors)
-    head = getattr(generator, "head", None)
-    if start_epoch == 0 and hasattr(head, "init_linear"):
-        rows = torch.from_numpy(train_rows)
-        head.init_linear(vectors_all[rows], faces[rows])
     vectors = torch.from_numpy(data.vectors)
+    if start_epoch == 0:  # every generator ends in a FaceHead: start from the ridge reconstruction
+        rows = torch.from_numpy(train_rows)
+        generator.head.init_linear(vectors[rows], faces[rows])
     steps = math.ceil(len(train_rows) / settings.batch_size)
     total_steps = steps * settings.epochs
     generator.train()
@@ -533,8 +531,9 @@ def export_onnx(generator, dim: int, path: Path) -> None:
     The export is checked: onnxruntime must reproduce torch's output on random vectors.
     """
     import onnx
-    import onnxruntime as ort
     import torch
+
+    from fvr_audit.extractors.ort_session import cpu_session
 
     module = _with_resize(generator.eval())
     example = torch.nn.functional.normalize(torch.randn(4, dim, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -557,7 +556,7 @@ def export_onnx(generator, dim: int, path: Path) -> None:
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = cpu_session(data, threads=2)
     got = session.run(None, {"vector": example.numpy()})[0]
     if not np.allclose(got, expected, atol=0.05):
         raise RuntimeError(f"ONNX export differs from torch (max abs {np.abs(got - expected).max():.3g})")
