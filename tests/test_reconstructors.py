@@ -22,6 +22,7 @@ from fvr_audit.extractors.base import (
     ExtractorInfo,
     FaceGeometry,
     Layout,
+    WhiteBox,
     Preprocessing,
 )
 from fvr_audit.reconstructors.base import AttackAccess
@@ -68,8 +69,8 @@ class ProjectionExtractor(Extractor):
         return (thumb - thumb.mean(axis=1, keepdims=True)) @ self._weights
 
 
-class TorchConvExtractor(Extractor):
-    """A tiny differentiable CNN (fixed random weights) with ``embed_torch``, like the built-in torch F."""
+class TorchConvExtractor(Extractor, WhiteBox):
+    """A tiny differentiable CNN (fixed random weights), white-box like the built-in torch F."""
 
     def __init__(self, geometry: FaceGeometry = DLIB_CHIP) -> None:
         import torch
@@ -98,8 +99,8 @@ class TorchConvExtractor(Extractor):
             differentiable=True,
         )
 
-    def embed_torch(self, x):
-        return self.module(x)
+    def torch_forward(self):
+        return self.module
 
     def embed_raw(self, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -221,8 +222,8 @@ def test_eigenfaces_results_do_not_depend_on_batch_neighbours(basis):
 def test_gradient_refuses_a_black_box_extractor_with_a_reason():
     attack = create_gradient()
     reason = attack.supports(ProjectionExtractor())
-    assert reason and "not differentiable" in reason and "eigenfaces" in reason
-    with pytest.raises(InputError, match="not differentiable"):
+    assert reason and "black box" in reason and "eigenfaces" in reason
+    with pytest.raises(InputError, match="black box"):
         attack.reconstruct(np.ones((1, 24), np.float32), ProjectionExtractor())
 
 

@@ -73,7 +73,7 @@ def test_cli_writes_private_results_and_json(database, tmp_path):
     result = runner.invoke(app, scan_args(database, tmp_path, "--json"))
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert printed["schema"] == "fvr-audit/results" and printed["schema_version"] == 1
+    assert printed["schema"] == "fvr-audit/results" and printed["schema_version"] == 2
     written = tmp_path / "out" / "results.json"
     assert json.loads(written.read_text()) == printed
     assert oct(written.stat().st_mode & 0o777) == "0o600"
@@ -98,11 +98,13 @@ def test_fail_on_tpr_rejects_a_non_rate(database, tmp_path):
 def test_bad_inputs_get_clear_errors(database, tmp_path):
     vectors, labels, _ = clustered(20, 2, 128, 0.5)
     np.save(tmp_path / "nolabels.npy", vectors)
-    result = runner.invoke(app, ["scan", str(tmp_path / "nolabels.npy"), "--engine", "local:dlib-resnet128", "--methods", "", "-q", "--no-pdf", "-o", str(tmp_path / "o")])
+    gallery = f"local:dlib-resnet128={database / 'db.npz'}"
+    result = runner.invoke(app, ["scan", str(tmp_path / "nolabels.npy"), "--gallery", gallery, "--methods", "", "-q", "--no-pdf", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"error: {tmp_path / 'nolabels.npy'}: no 'labels' array; re-identification is measured against each "
-        "target's true identity, so the database needs labels (fvr-audit extract writes them from identity folders)"
+        f"error: {tmp_path / 'nolabels.npy'}: no 'labels' array, but --gallery was given: independent engines judge "
+        "re-identification against each target's true identity, so the database needs labels (fvr-audit extract "
+        "writes them); without --gallery the scan measures what the vectors alone allow"
     )
 
     np.savez(tmp_path / "wrongdim.npz", vectors=clustered(20, 2, 64, 0.5)[0], labels=labels)

@@ -1,6 +1,8 @@
 """Audit results: frozen dataclasses and their versioned JSON form (``results.json``).
 
-Schema ``fvr-audit/results`` version 1 (documented in README.md, "results.json"):
+Schema ``fvr-audit/results`` version 2 (documented in README.md, "results.json"; version 2 added
+the ``system:<F>`` engine, the deployed system judging reconstructions against the database's
+own rows, which needs no labels):
 
 * ``records``: one per (method, engine, K, N): tpr, fpr, no_match (they add up to 1), the tpr's
   95% Wilson interval ``tpr_ci``, the random ``baseline`` K/N, reconstructions and seeds used.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 SCHEMA_NAME = "fvr-audit/results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Rows that are not attacks but make the attack figures interpretable.
 REFERENCE_METHODS = ("original", "random")
@@ -95,6 +97,8 @@ class MethodSummary:
     similarity_min: float | None
     similarity_max: float | None
     settings: dict = field(default_factory=dict)
+    #: Requests this attack sent to F when F is a service (HTTP), measuring included; 0 for local models.
+    service_queries: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from fvr_audit import __version__
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.audit.results import (
     AuditResults,
+    RiskLevel,
     EngineSummary,
     MethodSummary,
     Record,
@@ -27,12 +28,13 @@ from fvr_audit.audit.results import (
     Target,
     Verification,
 )
+from fvr_audit.audit.system_match import measure_against_database
 from fvr_audit.audit.verdict import decide_verdict
 from fvr_audit.engines.base import Gallery
 from fvr_audit.engines.local import LocalEngine
 from fvr_audit.engines.registry import DEFAULT_ENGINES, create_engine
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.extractors.base import Extractor, WhiteBox, l2_normalize
 from fvr_audit.metrics.topk import (
     same_class_false_positive_share,
     success_attack_rate,
@@ -86,6 +88,14 @@ class ScanSettings:
     #: ``--calibration DIR``: face photos to fit an adapter from F's space into that of an extractor
     #: with pretrained reconstructors, when F has none of its own.
     calibration: Path | None = None
+    #: Without ``--calibration``: the tool's own synthetic faces embedded by F to fit that adapter
+    #: (``--calibration-faces``; 0 turns self-calibration off).
+    calibration_faces: int = 2000
+    #: ``--rows``: audit exactly these database rows (0-based) instead of sampling ``sample`` of them.
+    rows: tuple[int, ...] | None = None
+    #: ``--query-budget``: queries to F the whole scan may send (checks, calibration, attacks and
+    #: measurement together); what the fixed phases leave is the black-box attack's, per target.
+    query_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,11 +134,16 @@ def run_scan(
     sources: GallerySources = GallerySources(),
     *,
     progress: ProgressFactory = _no_progress,
+    on_message: Callable[[str], None] = lambda line: None,
 ) -> ScanOutput:
-    """Run the whole audit and return its results (nothing is written here)."""
+    """Run the whole audit and return its results (nothing is written here).
+
+    ``on_message`` receives one-line findings as they happen (checks of F, calibration), which
+    also end up in the results' notes."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    queries_at_start = extractor.queries_used  # before anything reads F's dimension (an endpoint probes for it)
     db = database if isinstance(database, VectorDatabase) else load_vectors(
         database, expected_dim=extractor.dim, allow_duplicates=settings.allow_duplicates
     )
@@ -137,26 +152,36 @@ def run_scan(
             f"{db.path}: vectors have dimension {db.dim} but extractor {extractor.name} produces "
             f"{extractor.dim}-dimensional vectors; give the extractor that made these vectors"
         )
-    if not db.has_labels:
-        raise InputError(
-            f"{db.path}: no 'labels' array; re-identification is measured against each target's "
-            "true identity, so the database needs labels (fvr-audit extract writes them from identity folders)"
-        )
+    labelled = db.has_labels
+    if not labelled:
+        _check_unlabelled(db, sources)
     _check_settings(settings)
-    adapter = _calibration_adapter(settings, extractor, notes, progress)
+    _check_extractor(extractor, notes, on_message)
+    timings["check_queries"] = extractor.queries_used - queries_at_start
+    adapter = _calibration_adapter(settings, extractor, notes, progress, timings)
+    settings = _apply_query_budget(settings, extractor, db, notes, timings, queries_at_start)
     reconstructors = _reconstructors(settings, extractor, notes, adapter)
+    if isinstance(extractor, WhiteBox) and any(r.name == "gradient" for r in reconstructors):
+        if extractor.white_box_check:
+            notes.append(extractor.white_box_check)
+            on_message(extractor.white_box_check)
 
     mark = time.perf_counter()
-    engines = _build_engines(db, extractor, settings, sources, progress)
+    engines = _build_engines(db, extractor, settings, sources, progress) if labelled else []
     timings["galleries_seconds"] = time.perf_counter() - mark
 
-    rows = _sample_targets(db, engines, settings)
-    if len(rows) < settings.sample:
-        notes.append(
-            f"{len(rows)} targets evaluated (asked for {settings.sample}): only {len(rows)} identities "
-            "have a vector in every engine's gallery besides the target's own"
-        )
-    labels = np.asarray(db.labels)[rows].astype(str)
+    if labelled:
+        rows = _sample_targets(db, engines, settings)
+        if settings.rows is None and len(rows) < settings.sample:
+            notes.append(
+                f"{len(rows)} targets evaluated (asked for {settings.sample}): only {len(rows)} identities "
+                "have a vector in every engine's gallery besides the target's own"
+            )
+        labels = np.asarray(db.labels)[rows].astype(str)
+    else:
+        rows = _sample_rows(db, settings)
+        labels = _row_names(db, rows)
+        notes.append(UNLABELLED_NOTE)
     for state in engines:
         _hold_out_targets(state, db, rows)
         state.engine.enroll(state.gallery)
@@ -174,10 +199,11 @@ def run_scan(
     for reconstructor in reconstructors:
         mark = time.perf_counter()
         advance = progress(f"reconstruct: {reconstructor.name}", len(rows))
+        before = extractor.queries_used
         result = reconstructor.reconstruct(target_vectors, extractor, seed=settings.seed, on_progress=advance)
         reconstructions[reconstructor.name] = result.images
         timings[f"reconstruct_{reconstructor.name}_seconds"] = time.perf_counter() - mark
-        summaries.append(_method_summary(reconstructor, result))
+        summaries.append(_method_summary(reconstructor, result, extractor.queries_used - before))
 
     # Every query set, per engine: method -> [T, G] identity scores.
     scores: dict[str, dict[str, np.ndarray]] = {s.engine.name: {} for s in engines}
@@ -243,8 +269,21 @@ def run_scan(
                              wilson_interval(sar * len(rows), len(rows)), int(impostors.size))
             )
     timings["metrics_seconds"] = time.perf_counter() - mark
+
+    # The deployed system itself: F against every row of the leaked database (needs no labels).
+    mark = time.perf_counter()
+    system_records, system_verification, system_summary, system_queries = measure_against_database(
+        db, extractor, rows, reconstructions, ks=settings.ks, fmr=settings.fmr, seed=settings.seed, progress=progress
+    )
+    timings["system_match_seconds"] = time.perf_counter() - mark
     gate_n = settings.gate_n or max(settings.ns)
+    # Metric 1 by independent engines is the stronger statement; the system's own figures set the
+    # verdict only when nothing else was measured (no labels, or no engine).
     verdict = decide_verdict(records, settings.gate_k, gate_n)
+    if verdict.level is RiskLevel.NOT_ASSESSED:
+        verdict = decide_verdict(system_records, settings.gate_k, gate_n)
+    records.extend(system_records)
+    verification.extend(system_verification)
     timings["total_seconds"] = time.perf_counter() - started
     for state in engines:
         notes.extend(f"{state.engine.name}: {note}" for note in state.notes)
@@ -253,14 +292,14 @@ def run_scan(
         tool_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         database=_database_summary(db),
-        extractor=_extractor_summary(extractor),
+        extractor={**_extractor_summary(extractor), "queries_by_phase": _queries_by_phase(timings, summaries, system_queries)},
         settings=_settings_summary(settings, sources, gate_n),
         targets=tuple(
             Target(int(row), str(label), None if db.paths is None else str(db.paths[row]))
             for row, label in zip(rows, labels)
         ),
         methods=tuple(summaries),
-        engines=tuple(_engine_summary(state) for state in engines),
+        engines=(*(_engine_summary(state) for state in engines), system_summary),
         records=tuple(records),
         same_class_false_positives=tuple(same_class),
         verification=tuple(verification),
@@ -271,9 +310,111 @@ def run_scan(
     return ScanOutput(results, reconstructions, _original_images(db, rows, sources))
 
 
+UNLABELLED_NOTE = (
+    "the database has no labels: measured what the leaked vectors alone allow, in the deployed system's own "
+    "terms (system:F rows: F ranks each reconstruction against every row of the database, and accepts it at the "
+    "--fmr threshold). An independent-engine check (Metric 1) needs labels (the identity of each row, e.g. "
+    "fvr-audit extract writes them from identity folders) and photos of the same people (--gallery DIR); it would "
+    "add whether another recognizer, the kind an attacker uses, re-identifies the reconstructed faces"
+)
+
+
+def _check_unlabelled(db: VectorDatabase, sources: GallerySources) -> None:
+    if db.n < 2:
+        raise InputError(f"{db.path}: {db.n} row; the audit compares reconstructions with the other rows, so it needs at least 2")
+    given = [flag for flag, value in (("--gallery", sources.folder or sources.files), ("--originals", sources.originals),
+                                       ("--images-root", sources.images_root)) if value]
+    if given:
+        raise InputError(
+            f"{db.path}: no 'labels' array, but {given[0]} was given: independent engines judge re-identification "
+            "against each target's true identity, so the database needs labels (fvr-audit extract writes them); "
+            f"without {given[0]} the scan measures what the vectors alone allow"
+        )
+
+
+def _sample_rows(db: VectorDatabase, settings: ScanSettings) -> np.ndarray:
+    """``--sample`` rows of an unlabelled database, uniformly at random (seeded), in row order.
+
+    The same draw as :func:`_sample_targets` makes when every row is its own identity and every
+    identity is eligible, so labelling such a database does not change its targets."""
+    if settings.rows is not None:
+        return _given_rows(db, settings)
+    rng = np.random.default_rng(settings.seed)
+    return np.sort(rng.permutation(db.n)[: settings.sample]).astype(np.int64)
+
+
+def _given_rows(db: VectorDatabase, settings: ScanSettings) -> np.ndarray:
+    rows = np.asarray(settings.rows, dtype=np.int64)
+    if rows.size == 0:
+        raise InputError("--rows: give at least one row")
+    bad = rows[(rows < 0) | (rows >= db.n)]
+    if bad.size:
+        raise InputError(f"--rows: row {int(bad[0])} is outside {db.path} (rows 0 to {db.n - 1})")
+    if len(np.unique(rows)) != len(rows):
+        raise InputError("--rows: a row is given twice")
+    return np.sort(rows)
+
+
+def _row_names(db: VectorDatabase, rows: np.ndarray) -> np.ndarray:
+    """Each target's name: its ``ids`` entry when the database has ids, else ``row <index>``."""
+    if db.ids is not None:
+        return np.asarray(db.ids)[rows].astype(str)
+    return np.array([f"row {int(r)}" for r in rows])
+
+
+def _apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
+    """Fit the scan into ``--query-budget`` queries to F, or refuse before any attack query.
+
+    Fixed costs: what the checks and calibration already spent, one query per target and method
+    to measure each reconstruction (its similarity, and its rank in the database), and the
+    eigenfaces attack's final scoring; the rest is the eigenfaces attack's, per target.
+    """
+    if settings.query_budget is None:
+        return settings
+    budget = settings.query_budget
+    targets = min(settings.sample, db.n)
+    methods = list(settings.methods) if settings.methods is not None else available_reconstructors()
+    spent = extractor.queries_used - queries_at_start
+    measurement = 2 * targets * len(methods)  # similarity as F sees it, and the database ranking
+    left = budget - spent - measurement
+    plan = f"{spent} spent on checks and calibration, at most {measurement} to measure {len(methods)} methods x {targets} targets"
+    eigen = dict(settings.method_settings.get("eigenfaces", {}))
+    if "eigenfaces" in methods and "query_budget" not in eigen:
+        per_target = left // targets if targets else 0
+        least = get_reconstructor("eigenfaces", **eigen).settings.batch + 1
+        if per_target < least:
+            raise InputError(
+                f"--query-budget {budget}: too small ({plan}, leaving {max(left, 0)} for eigenfaces: fewer than one "
+                f"iteration, {least}, per target); raise it, lower --sample, or leave eigenfaces out with --methods"
+            )
+        eigen["query_budget"] = int(per_target)
+        notes.append(f"--query-budget {budget}: {plan}; eigenfaces gets {per_target} queries per target")
+        return replace(settings, method_settings={**settings.method_settings, "eigenfaces": eigen})
+    if left < 0:
+        raise InputError(f"--query-budget {budget}: too small ({plan}); raise it or lower --sample")
+    return settings
+
+
+def _check_extractor(extractor: Extractor, notes: list[str], on_message) -> None:
+    """A user's model (ONNX file, endpoint) is checked on the tool's own faces before any attack:
+    NaN or constant outputs stop the scan; a preprocessing that looks wrong is warned about."""
+    from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS
+    from fvr_audit.extractors.sanity import check_extractor
+
+    if extractor.name in BUILTIN_EXTRACTORS:
+        return
+    check, warnings = check_extractor(extractor)
+    on_message(f"{extractor.name}: embeddings checked on the tool's own faces: {check.describe()}")
+    notes.extend(warnings)
+
+
 def _check_settings(settings: ScanSettings) -> None:
     if settings.sample < 1:
         raise InputError(f"--sample {settings.sample}: must be at least 1")
+    if settings.query_budget is not None and settings.query_budget < 1:
+        raise InputError(f"--query-budget {settings.query_budget}: must be a positive number of queries")
+    if settings.calibration_faces != 0 and settings.calibration_faces < 20:
+        raise InputError(f"--calibration-faces {settings.calibration_faces}: give 0 (off) or at least 20 faces")
     if not settings.ks or min(settings.ks) < 1:
         raise InputError(f"--k {list(settings.ks)}: every K must be a positive whole number")
     if not settings.ns or min(settings.ns) < 2:
@@ -289,30 +430,51 @@ def _check_settings(settings: ScanSettings) -> None:
 PARAMETRIC_METHODS = ("nbnet", "vec2face", "naive")
 
 
-def _calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: list[str], progress):
-    """The ridge adapter F -> dlib-resnet128 fitted on ``--calibration`` photos, when F needs one."""
-    if settings.calibration is None:
-        return None
-    from fvr_audit.extraction import discover_images
+def _calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: list[str], progress, timings: dict):
+    """The adapter F -> dlib-resnet128 for the parametric methods, when F has no generator of its own:
+    fitted on ``--calibration`` photos when given, else self-calibrated on the tool's own faces."""
     from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, get_extractor
-    from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
     from fvr_audit.reconstructors.parametric.store import find_reconstructor
 
     wanted = [m for m in (settings.methods or PARAMETRIC_METHODS) if m in PARAMETRIC_METHODS]
     own = [m for m in wanted if find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
     if not wanted or len(own) == len(wanted):
-        notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
+        if settings.calibration is not None:
+            notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
         return None
-    if not Path(settings.calibration).is_dir():
-        raise InputError(f"{settings.calibration}: --calibration needs a folder of face photos")
+    mark = time.perf_counter()
     target = get_extractor(DEFAULT_EXTRACTOR)
-    count = len(discover_images(settings.calibration)[0])
-    adapter = fit_adapter_from_photos(
-        settings.calibration, extractor, target, on_progress=progress(f"calibration: {extractor.name} -> {target.name}", count)
-    )
+    if settings.calibration is not None:
+        from fvr_audit.extraction import discover_images
+        from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
+
+        if not Path(settings.calibration).is_dir():
+            raise InputError(f"{settings.calibration}: --calibration needs a folder of face photos")
+        count = len(discover_images(settings.calibration)[0])
+        adapter = fit_adapter_from_photos(
+            settings.calibration, extractor, target,
+            on_progress=progress(f"calibration: {extractor.name} -> {target.name}", count),
+        )
+        adapter = adapter.with_origin(f"{adapter.samples} photos of {adapter.identities} identities in {settings.calibration}",
+                                      time.perf_counter() - mark)
+        how = f"through an adapter fitted on your photos ({adapter.describe()})"
+    elif settings.calibration_faces > 0:
+        from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
+
+        calibration = self_calibrate(
+            extractor, faces=settings.calibration_faces,
+            on_progress=progress(f"self-calibration: {extractor.name} -> {target.name}", settings.calibration_faces),
+        )
+        adapter = calibration.adapter
+        how = f"through an adapter {calibration.describe()}; {calibration.queries} queries to F"
+        timings["calibration_queries"] = calibration.queries
+    else:
+        return None
+    timings["calibration_seconds"] = time.perf_counter() - mark
     notes.append(
-        f"parametric methods attack {extractor.name} through an adapter into {target.name} space ({adapter.describe()}); "
-        f"they used {target.name}, so it does not judge them"
+        f"parametric methods attack {extractor.name} with the generators shipped for {target.name}, {how}. "
+        f"They used {target.name}, so it does not judge them. Stronger: --calibration DIR (your own face photos) "
+        f"or a generator trained for {extractor.name} (fvr-audit train)"
     )
     return adapter
 
@@ -351,7 +513,9 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
     folder_galleries = _embed_gallery_folder(sources.folder, engines, progress) if sources.folder else {}
     states = []
     for spec, engine in zip(specs, engines):
-        is_f = engine.extractor.name == extractor.name and engine.extractor.info.sha256 == extractor.info.sha256
+        is_f = (
+            engine.extractor.name == extractor.name and engine.extractor.info.sha256 == extractor.info.sha256
+        ) or _computes_the_same(engine.extractor, extractor)
         file = sources.files.get(engine.name) or sources.files.get(spec)
         if file is not None:
             gallery_db = load_vectors(file, expected_dim=engine.extractor.dim, allow_duplicates=True)
@@ -383,6 +547,21 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
                 f"or --gallery {engine.name}=vectors.npz"
             )
     return states
+
+
+def _computes_the_same(a: Extractor, b: Extractor) -> bool:
+    """Whether two local models give the same vectors on the tool's own faces: a renamed copy of an
+    engine's model (another file, another hash) is still that engine, and must not judge attacks on it
+    as if it were independent. Endpoints are not compared (it would cost queries)."""
+    from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
+    from fvr_audit.probes import probe_faces
+
+    if a.dim != b.dim or isinstance(a, HttpEndpointExtractor) or isinstance(b, HttpEndpointExtractor):
+        return False
+    faces = probe_faces(4, seed=5)
+    va = a.embed(crop_from_canonical(faces, a.geometry))
+    vb = b.embed(crop_from_canonical(faces, b.geometry))
+    return bool(np.min(np.einsum("nd,nd->n", va, vb)) > 0.9999)
 
 
 def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]:
@@ -440,6 +619,15 @@ def _sample_targets(db: VectorDatabase, engines: list[_EngineState], settings: S
             f"{db.path}: no target can be evaluated: no identity has a gallery vector, in every engine, "
             "other than the target's own (give --gallery DIR with other photos of the same people)"
         )
+    if settings.rows is not None:
+        rows = _given_rows(db, settings)
+        unfit = rows[~eligible[rows]]
+        if unfit.size:
+            raise InputError(
+                f"--rows: row {int(unfit[0])} ({labels[unfit[0]]}) cannot be evaluated: its identity has no vector, in "
+                "some engine's gallery, other than its own"
+            )
+        return rows
     rng = np.random.default_rng(settings.seed)
     candidates = np.flatnonzero(eligible)
     identities = np.unique(labels[candidates])
@@ -510,7 +698,7 @@ def _impostor_scores(engine: LocalEngine, seed: int) -> np.ndarray:
     return matrix[~np.isnan(matrix)]
 
 
-def _method_summary(reconstructor, result) -> MethodSummary:
+def _method_summary(reconstructor, result, service_queries: int = 0) -> MethodSummary:
     info = reconstructor.info
     queries = np.asarray(result.queries)
     similarity = np.asarray(result.similarity, dtype=np.float64)
@@ -528,6 +716,7 @@ def _method_summary(reconstructor, result) -> MethodSummary:
         similarity_min=float(similarity.min()) if similarity.size else None,
         similarity_max=float(similarity.max()) if similarity.size else None,
         settings=dict(result.settings),
+        service_queries=int(service_queries),
     )
 
 
@@ -556,7 +745,8 @@ def _database_summary(db: VectorDatabase) -> dict:
         "path": str(path),
         "n": int(db.n),
         "dim": int(db.dim),
-        "identities": int(len(np.unique(np.asarray(db.labels)))),
+        "identities": int(len(np.unique(np.asarray(db.labels)))) if db.has_labels else None,
+        "labelled": bool(db.has_labels),
         "bytes": int(size),
         "sha256": sha256_file(path) if size <= HASH_DATABASE_UP_TO else None,
     }
@@ -576,9 +766,24 @@ def _extractor_summary(extractor: Extractor) -> dict:
     }
 
 
+def _queries_by_phase(timings: dict, summaries, system_queries: dict[str, int]) -> dict[str, int]:
+    """Requests to F per phase when F is a service (0 for local models, whose queries cost nothing);
+    they add up to the total the extractor counted, retries included."""
+    phases = {
+        "check": int(timings.pop("check_queries", 0)),
+        "calibration": int(timings.pop("calibration_queries", 0)),
+    }
+    for summary in summaries:
+        phases[f"attack {summary.name}"] = int(summary.service_queries)
+    phases["database ranking"] = int(sum(system_queries.values()))
+    phases["total"] = sum(phases.values())
+    return phases
+
+
 def _settings_summary(settings: ScanSettings, sources: GallerySources, gate_n: int) -> dict:
     return {
         "sample": settings.sample,
+        "rows": None if settings.rows is None else list(settings.rows),
         "seed": settings.seed,
         "k": list(settings.ks),
         "n": list(settings.ns),
@@ -588,6 +793,9 @@ def _settings_summary(settings: ScanSettings, sources: GallerySources, gate_n: i
         "gate_k": settings.gate_k,
         "gate_n": gate_n,
         "fmr": settings.fmr,
+        "calibration": None if settings.calibration is None else str(settings.calibration),
+        "calibration_faces": settings.calibration_faces,
+        "query_budget": settings.query_budget,
         "method_settings": {k: dict(v) for k, v in settings.method_settings.items()},
         "gallery_folder": None if sources.folder is None else str(sources.folder),
         "gallery_files": {k: str(v) for k, v in sources.files.items()},

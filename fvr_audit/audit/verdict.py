@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from fvr_audit.audit.results import REFERENCE_METHODS, Record, RiskLevel, Verdict
 
+#: Engines named so are the deployed system F judging against the leaked database's own rows.
+SYSTEM_PREFIX = "system:"
 #: A 95% lower bound of this share of people re-identified at the gate makes the risk high.
 HIGH_TPR = 0.10
 
@@ -48,11 +50,17 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
         )
     best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr))
     n, baseline = best.n, best.baseline
-    where = (
-        f"{best.method} reconstructions put the true identity in {_engine_words(best.engine)}'s "
-        f"top-{k} among {n} enrolled identities for {best.tpr:.0%} of targets "
-        f"(95% interval {best.tpr_ci[0]:.0%}-{best.tpr_ci[1]:.0%}; chance: {baseline:.2%})"
-    )
+    interval = f"(95% interval {best.tpr_ci[0]:.0%}-{best.tpr_ci[1]:.0%}; chance: {baseline:.2%})"
+    if best.engine.startswith(SYSTEM_PREFIX):
+        where = (
+            f"your own system ({_engine_words(best.engine)}) ranks the {best.method} reconstruction as the person "
+            f"whose template leaked, top-{k} among the database's {n} rows, for {best.tpr:.0%} of targets {interval}"
+        )
+    else:
+        where = (
+            f"{best.method} reconstructions put the true identity in {_engine_words(best.engine)}'s "
+            f"top-{k} among {n} enrolled identities for {best.tpr:.0%} of targets {interval}"
+        )
     if best.tpr_ci[0] >= high_tpr:
         level = RiskLevel.HIGH
         rule = (

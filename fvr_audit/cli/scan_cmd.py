@@ -123,11 +123,23 @@ def register(app: typer.Typer) -> None:
         calibration: Optional[Path] = typer.Option(
             None, "--calibration", help="Face photos to map F's vectors into dlib-resnet128 space when F has no trained reconstructor."
         ),
+        calibration_faces: int = typer.Option(
+            2000, "--calibration-faces",
+            help="Without --calibration: synthetic faces the tool draws and F embeds to adapt the shipped generators (0: off).",
+        ),
+        rows: Optional[str] = typer.Option(
+            None, "--rows", help="Audit exactly these database rows (0-based, comma-separated) instead of --sample random ones."
+        ),
+        query_budget: Optional[int] = typer.Option(
+            None, "--query-budget",
+            help="Queries to F the whole scan may send (checks, calibration, attacks, measuring); "
+            "what is left after the fixed costs is the eigenfaces attack's, per target.",
+        ),
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
         from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
-        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
 
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
@@ -151,6 +163,9 @@ def register(app: typer.Typer) -> None:
             allow_duplicates=allow_duplicates,
             model_dirs=tuple(models),
             calibration=calibration,
+            calibration_faces=calibration_faces,
+            query_budget=query_budget,
+            rows=None if rows is None else parse_int_list(rows, "--rows"),
         )
         sources = GallerySources(
             folder=folders[0] if folders else None,
@@ -160,6 +175,12 @@ def register(app: typer.Typer) -> None:
         )
         options = extractor_options
         model = get_extractor(extractor, options)
+        if model.name in BUILTIN_EXTRACTORS and extractor not in BUILTIN_EXTRACTORS:
+            typer.echo(
+                f"{extractor}: byte-for-byte the shipped {model.name} (same sha256): audited as that built-in, "
+                "with its exact preprocessing and its shipped generators",
+                err=True,
+            )
         for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
             console.print(f"[yellow]{line}[/]")
 
@@ -177,7 +198,10 @@ def register(app: typer.Typer) -> None:
                 task_id = progress.add_task(description, total=total)
                 return lambda step=1: progress.advance(task_id, step)
 
-            outcome = run_scan(vectors, model, settings, sources, progress=task)
+            outcome = run_scan(
+                vectors, model, settings, sources, progress=task,
+                on_message=lambda line: None if quiet else typer.echo(line, err=True),
+            )
         written = write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
         results = outcome.results
         if as_json:

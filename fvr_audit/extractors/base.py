@@ -9,8 +9,10 @@ preprocessing, so every implementation takes the same input.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +169,40 @@ class Extractor(abc.ABC):
         parts = [self.embed_raw(crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
         vectors = np.concatenate(parts).astype(np.float32, copy=False)
         return l2_normalize(vectors) if normalize else vectors
+
+
+class WhiteBox(abc.ABC):
+    """Capability of an extractor whose gradients can be had (white-box attacks need them).
+
+    Declared by inheritance, never probed: ``isinstance(extractor, WhiteBox)``. The built-in
+    models are white-box through their torch twins, a user's ONNX file through the torch
+    interpreter of its graph (checked against onnxruntime first).
+    """
+
+    @abc.abstractmethod
+    def torch_forward(self) -> Callable[[Any], Any]:
+        """A function from a preprocessed float32 torch batch (what ``info.preprocessing`` makes of
+        uint8 RGB crops, in its layout) to raw embeddings, differentiable in its input.
+
+        Raises :class:`~fvr_audit.errors.InputError` with the reason (one line) when the
+        gradients cannot be had for this model after all (an op the interpreter does not cover,
+        or an interpreter that disagrees with onnxruntime).
+        """
+
+
+def white_box_forward(extractor: Extractor) -> tuple[Callable[[Any], Any] | None, str | None]:
+    """(forward, None) when gradients of ``extractor`` can be had, else (None, the reason)."""
+    from fvr_audit.errors import InputError
+
+    if not isinstance(extractor, WhiteBox):
+        return None, (
+            f"{extractor.name} is a black box (an HTTP endpoint or other model without gradients); "
+            "white-box attacks need a model file: use a black-box method such as eigenfaces"
+        )
+    try:
+        return extractor.torch_forward(), None
+    except InputError as exc:
+        return None, str(exc)
 
 
 def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -41,6 +41,7 @@ from fvr_audit.extractors.base import (
     FaceGeometry,
     Layout,
     Preprocessing,
+    WhiteBox,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; torch stays out of the ONNX path
@@ -620,7 +621,7 @@ GEOMETRY = FaceGeometry(CHIP_SIZE, AlignmentTemplate.DLIB_5PT, 0.25)
 BACKENDS = ("onnx", "torch")
 
 
-class DlibResNetExtractor(Extractor):
+class DlibResNetExtractor(Extractor, WhiteBox):
     """F = ``dlib-resnet128``: dlib's ResNet on 150x150 dlib-5pt chips, raw 128-d descriptors.
 
     ``backend="onnx"`` (default) runs ``models/dlib-resnet128.onnx`` in onnxruntime and never
@@ -637,6 +638,7 @@ class DlibResNetExtractor(Extractor):
         self.threads = backend_threads()
         self.module: Any = None
         self._session: Any = None
+        self._forward: Any = None
         if backend == "onnx":
             self._init_onnx()
         else:
@@ -699,6 +701,49 @@ class DlibResNetExtractor(Extractor):
         if self.module is None:
             raise InputError(f"{EXTRACTOR_NAME}: embed_torch needs backend='torch'")
         return self.module(x_preprocessed)
+
+
+    def torch_forward(self):
+        """The torch ResNet (built from the .dat on first use when this instance runs ONNX), with
+        each affine folded into its convolution: the same function, about 1.5x faster on a CPU."""
+        if self._forward is None:
+            module = self.module if self.module is not None else DlibResNetExtractor("torch").module
+            self._forward = _folded_forward(module)
+        return self._forward
+
+
+def _folded_forward(module: Any):
+    """dlib's ResNet with each ``affine`` folded into the preceding convolution, channels-last.
+
+    Falls back to the module as it is if the folded copy does not match it.
+    """
+    import copy
+
+    import torch
+
+    fast = copy.deepcopy(module).eval()
+    pairs = [(fast.conv1, "affine1", fast)]
+    for block in fast.blocks:
+        pairs += [(block.conv1, "affine1", block), (block.conv2, "affine2", block)]
+    with torch.no_grad():
+        for conv, name, owner in pairs:
+            affine = getattr(owner, name)
+            gamma, beta = affine.gamma.detach(), affine.beta.detach()
+            conv.weight.mul_(gamma.view(-1, 1, 1, 1))
+            conv.bias.copy_(conv.bias * gamma + beta)
+            setattr(owner, name, torch.nn.Identity())
+    fast = fast.to(memory_format=torch.channels_last)
+    fast.requires_grad_(False)
+    probe = torch.rand(2, 3, CHIP_SIZE, CHIP_SIZE, generator=torch.Generator().manual_seed(0)) - 0.5
+    with torch.no_grad():
+        ref, got = module(probe), fast(probe.contiguous(memory_format=torch.channels_last))
+    if not torch.allclose(ref, got, rtol=1e-3, atol=1e-4):
+        return module
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return fast(x.contiguous(memory_format=torch.channels_last))
+
+    return forward
 
 
 def create_dlib_resnet128(backend: str = "onnx") -> DlibResNetExtractor:

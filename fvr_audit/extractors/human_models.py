@@ -61,6 +61,7 @@ from fvr_audit.extractors.base import (
     FaceGeometry,
     Layout,
     Preprocessing,
+    WhiteBox,
 )
 from fvr_audit.extractors.dlib_resnet import THREADS_ENV, backend_threads
 
@@ -127,7 +128,7 @@ MOBILEFACE = HumanModelSpec(
 )
 
 
-class HumanModelExtractor(Extractor):
+class HumanModelExtractor(Extractor, WhiteBox):
     """One of the F' recognizers on its shipped ONNX file (sha256-checked against the manifest).
 
     ``backend="onnx"`` (default) runs onnxruntime; ``backend="torch"`` interprets the same graph
@@ -146,6 +147,7 @@ class HumanModelExtractor(Extractor):
         self._sha256 = load_manifest(self.model_file.parent)[spec.onnx_file].sha256
         self.module: Any = None
         self._session: Any = None
+        self._twin: HumanModelExtractor | None = None
         if backend == "onnx":
             self._init_onnx()
         else:
@@ -217,6 +219,15 @@ class HumanModelExtractor(Extractor):
         if self.module is None:
             raise InputError(f"{self.spec.name}: embed_torch needs backend='torch'")
         return self.module(x_preprocessed)
+
+
+    def torch_forward(self):
+        """The graph interpreted in torch (a twin of this instance when it runs onnxruntime)."""
+        if self.module is None:
+            if self._twin is None:
+                self._twin = HumanModelExtractor(self.spec, "torch")
+            return self._twin.embed_torch
+        return self.embed_torch
 
 
 def create_faceres(backend: str = "onnx") -> HumanModelExtractor:

@@ -39,6 +39,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +52,15 @@ from fvr_audit.extractors.base import (
     FaceGeometry,
     Layout,
     Preprocessing,
+    WhiteBox,
 )
 from fvr_audit.extractors.registry import ExtractorOptions
 
 #: Environment variable: intra-op threads of the onnxruntime session.
+#: Faces on which the torch interpretation of a user's graph must match onnxruntime.
+WHITE_BOX_PROBES = 8
+#: Largest max-abs difference allowed between the two, as a share of the outputs' largest magnitude.
+WHITE_BOX_TOLERANCE = 1e-3
 THREADS_ENV = "FVR_AUDIT_THREADS"
 DEFAULT_THREADS = 2
 
@@ -572,7 +578,7 @@ def session_threads() -> int:
     return threads
 
 
-class OnnxModelExtractor(Extractor):
+class OnnxModelExtractor(Extractor, WhiteBox):
     """Embeds crops with a user-supplied ONNX file, fed as :attr:`guess` describes.
 
     Raises :class:`InputError` (one line naming the file) when the file is missing, not ONNX,
@@ -650,6 +656,10 @@ class OnnxModelExtractor(Extractor):
             blank = np.full((1, self.geometry.size, self.geometry.size, 3), 128, np.uint8)
             self._dim = int(self._run(blank, what="a test inference on a blank crop").shape[1])
         self._info: ExtractorInfo | None = None
+        self._white_box: Any = None
+        self._white_box_error: InputError | None = None
+        #: One line saying how the torch interpretation compared with onnxruntime (once checked).
+        self.white_box_check: str | None = None
 
     # -- shape checks --------------------------------------------------------------------------
 
@@ -671,10 +681,17 @@ class OnnxModelExtractor(Extractor):
 
     # -- inference -----------------------------------------------------------------------------
 
-    def _run(self, crops: np.ndarray, *, what: str = "inference") -> np.ndarray:
+    def embed_with(self, crops: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+        """Raw vectors of ``crops`` fed with another ``preprocessing`` (for checking a guess)."""
+        crops = np.asarray(crops)
+        return np.concatenate(
+            [self._run(crops[i : i + self.batch_size], preprocessing=preprocessing) for i in range(0, len(crops), self.batch_size)]
+        )
+
+    def _run(self, crops: np.ndarray, *, what: str = "inference", preprocessing: Preprocessing | None = None) -> np.ndarray:
         """One session run on at most ``batch_size`` crops -> float32 [N, D]."""
         count = len(crops)
-        batch = self.guess.preprocessing.apply(crops)
+        batch = (preprocessing or self.guess.preprocessing).apply(crops)
         if self._fixed_batch is not None and count < self._fixed_batch:
             # Pad to the graph's fixed batch; the padding rows' outputs are dropped below.
             pad = np.zeros((self._fixed_batch - count, *batch.shape[1:]), batch.dtype)
@@ -701,6 +718,85 @@ class OnnxModelExtractor(Extractor):
             )
         return vectors
 
+    # -- white box -----------------------------------------------------------------------------
+
+    def torch_forward(self):
+        """The graph interpreted in torch, once it has been checked against onnxruntime.
+
+        The operator has the file, so the model is white-box: :mod:`fvr_audit.convert.onnx_to_torch`
+        runs it with torch ops. Before any attack relies on it, both runtimes embed
+        :data:`WHITE_BOX_PROBES` of the tool's own faces and must agree (max abs difference at most
+        :data:`WHITE_BOX_TOLERANCE` of the output's scale). An op the interpreter does not cover,
+        or a disagreement, raises :class:`InputError` naming it: the gradient attack is then
+        skipped with that note and the black-box attacks still run.
+        """
+        if self._white_box_error is not None:
+            raise self._white_box_error
+        if self._white_box is None:
+            try:
+                self._white_box = self._build_white_box()
+            except InputError as exc:
+                self._white_box_error = exc
+                raise
+        return self._white_box
+
+    def _build_white_box(self):
+        import onnx
+        import torch
+
+        from fvr_audit.alignment.canonical import crop_from_canonical
+        from fvr_audit.convert.onnx_to_torch import OnnxGraphModule, OnnxToTorchError
+        from fvr_audit.probes import probe_faces
+
+        label = self._label
+        try:
+            module = OnnxGraphModule(onnx.load(str(self.path))).eval()
+        except OnnxToTorchError as exc:
+            raise InputError(f"{label}: no gradients: {exc}") from exc
+        except Exception as exc:
+            raise InputError(f"{label}: no gradients: the graph cannot be interpreted in torch ({_first_line(exc)})") from exc
+        module.requires_grad_(False)
+        output_index = module.output_names.index(self.output_name)
+        dtype = {np.float16: torch.float16, np.float64: torch.float64}.get(self._input_dtype, torch.float32)
+        fixed = self._fixed_batch
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            out = module(x.to(dtype))
+            out = out[output_index] if isinstance(out, tuple) else out
+            return out.reshape(out.shape[0], -1).float()
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if fixed is None:
+                return run(x)
+            parts = []
+            for lo in range(0, len(x), fixed):
+                chunk = x[lo : lo + fixed]
+                pad = fixed - len(chunk)
+                if pad:
+                    chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
+                parts.append(run(chunk)[: fixed - pad])
+            return torch.cat(parts)
+
+        crops = crop_from_canonical(probe_faces(WHITE_BOX_PROBES), self.geometry)
+        reference = np.concatenate([self._run(crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)])
+        try:
+            with torch.no_grad():
+                interpreted = forward(torch.from_numpy(self.guess.preprocessing.apply(crops))).numpy()
+        except Exception as exc:
+            raise InputError(f"{label}: no gradients: the torch interpretation failed ({_first_line(exc)})") from exc
+        scale = float(np.abs(reference).max()) if np.isfinite(reference).all() else float("nan")
+        difference = float(np.abs(interpreted - reference).max()) if interpreted.shape == reference.shape else float("inf")
+        if not np.isfinite(difference) or not difference <= WHITE_BOX_TOLERANCE * max(scale, 1e-6):
+            raise InputError(
+                f"{label}: no gradients: the torch interpretation of the graph disagrees with onnxruntime on "
+                f"{len(crops)} of the tool's faces (max abs difference {difference:.3g}, outputs up to {scale:.3g})"
+            )
+        self.white_box_check = (
+            f"{label}: white-box: the torch interpretation of the graph matches onnxruntime on {len(crops)} of the "
+            f"tool's faces (max abs difference {difference:.1e})"
+        )
+        return forward
+
     # -- description ---------------------------------------------------------------------------
 
     @property
@@ -721,8 +817,8 @@ class OnnxModelExtractor(Extractor):
                 source=f"user ONNX file {self.path}",
                 license="unknown (user-supplied)",
                 sha256=sha256_file(self.path),
-                # onnxruntime gives no gradients; a converter to a differentiable model may set this.
-                differentiable=False,
+                # gradients come from the torch interpretation of the graph (torch_forward)
+                differentiable=True,
                 notes="\n".join(notes),
                 extra={
                     "input_name": self.input_name,

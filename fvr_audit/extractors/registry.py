@@ -30,6 +30,13 @@ BUILTIN_EXTRACTORS: dict[str, str] = {
 
 DEFAULT_EXTRACTOR = "dlib-resnet128"
 
+#: The shipped model file of each built-in (listed with its sha256 in models/manifest.json).
+BUILTIN_MODEL_FILES: dict[str, str] = {
+    "dlib-resnet128": "dlib-resnet128.onnx",
+    "faceres-1024": "faceres-1024.onnx",
+    "mobileface-256": "mobileface-256.onnx",
+}
+
 
 @dataclass(frozen=True)
 class ExtractorOptions:
@@ -91,9 +98,35 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
     if path.suffix.lower() == ".onnx" or path.exists():
         from fvr_audit.extractors.onnx_model import OnnxModelExtractor
 
+        builtin = recognised_builtin(path)
+        if builtin is not None and options.is_empty():
+            return _builtin(builtin)
         return OnnxModelExtractor(path, options)
     known = ", ".join(sorted(BUILTIN_EXTRACTORS))
     raise InputError(f"{spec}: unknown extractor; use one of {known}, a path to an .onnx file, or an http(s):// URL")
+
+
+def recognised_builtin(path: str | Path) -> str | None:
+    """The built-in whose shipped model file is byte-for-byte ``path`` (same sha256), else None.
+
+    Such a file is the built-in under another name: it gets the built-in's exact preprocessing and
+    its shipped generators.
+    """
+    from fvr_audit.model_store import load_manifest, models_dir, sha256_file
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    manifest = load_manifest(models_dir())
+    sizes = {name: manifest[file].size for name, file in BUILTIN_MODEL_FILES.items() if file in manifest}
+    size = path.stat().st_size
+    if size not in sizes.values():
+        return None  # cheap: no hashing for the usual case
+    digest = sha256_file(path)
+    for name, file in BUILTIN_MODEL_FILES.items():
+        if file in manifest and manifest[file].sha256 == digest:
+            return name
+    return None
 
 
 def list_builtin_extractors() -> list[ExtractorInfo]:

@@ -221,3 +221,26 @@ def success_attack_rate(genuine_scores: np.ndarray, threshold: float) -> float:
     """
     genuine = np.asarray(genuine_scores, dtype=np.float64)
     return float(np.mean(genuine >= threshold)) if genuine.size else 0.0
+
+
+def rows_scoring_at_least(own_scores: np.ndarray, block_scores: np.ndarray) -> np.ndarray:
+    """Per query, how many rows of ``block_scores`` [T, B] score at least its own row's score [T].
+
+    Adding these counts over the blocks of a database (with each query's own row left out of
+    its block) gives ``rank - 1`` of the own row among all rows, ties counted against the
+    attacker: the rank a deployed system holding the database gives the leaked row.
+
+    >>> rows_scoring_at_least(np.array([0.5, 0.9]), np.array([[0.5, 0.2, 0.7], [0.1, 0.2, 0.3]])).tolist()
+    [2, 0]
+    """
+    return (np.asarray(block_scores) >= np.asarray(own_scores)[:, None]).sum(axis=1)
+
+
+def rank_share(ranks: np.ndarray, k: int) -> float:
+    """Share of queries whose own row ranks within the top ``k`` (ranks are 1-based).
+
+    >>> rank_share(np.array([1, 1, 2, 7]), 1), rank_share(np.array([1, 1, 2, 7]), 5)
+    (0.5, 0.75)
+    """
+    ranks = np.asarray(ranks)
+    return float(np.mean(ranks <= k)) if ranks.size else 0.0

@@ -26,7 +26,6 @@ passes per target (steps x samples + the final scoring).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -36,7 +35,7 @@ import numpy as np
 
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout, l2_normalize
+from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout, l2_normalize, white_box_forward
 from fvr_audit.reconstructors.base import (
     AttackAccess,
     ProgressCallback,
@@ -120,79 +119,8 @@ PRESETS: dict[str, dict] = {
 
 
 def torch_forward(extractor: Extractor) -> tuple[Any, str | None]:
-    """(callable preprocessed-tensor -> raw vectors, None), or (None, reason) when F has no gradients.
-
-    Uses ``extractor.embed_torch`` when its torch module is loaded; an extractor built on its ONNX
-    backend gets a torch twin of the same model (``backend="torch"``) when it has one.
-    """
-    info = extractor.info
-    if not info.differentiable:
-        return None, (
-            f"{extractor.name} is not differentiable (an ONNX file, HTTP endpoint or other black box); "
-            "the gradient attack needs a torch extractor: use a black-box method such as eigenfaces"
-        )
-    if not callable(getattr(extractor, "embed_torch", None)):
-        return None, f"{extractor.name}: declared differentiable but has no embed_torch(); cannot take gradients"
-    target = extractor
-    if getattr(extractor, "module", None) is None:
-        twin = _torch_twin(extractor)
-        if twin is None:
-            return None, f"{extractor.name}: no torch module loaded and no torch backend to build one"
-        target = twin
-    module = _fast_module(target.module)
-    if module is not None:
-        return module, None
-    return target.embed_torch, None
-
-
-def _torch_twin(extractor: Extractor) -> Extractor | None:
-    """The same model on its torch backend (built-in extractors take ``backend="torch"``)."""
-    if getattr(extractor, "backend", None) is None:
-        return None
-    try:
-        if hasattr(extractor, "spec"):
-            return type(extractor)(extractor.spec, backend="torch")  # type: ignore[call-arg]
-        return type(extractor)(backend="torch")  # type: ignore[call-arg]
-    except (TypeError, InputError, ImportError, ModuleNotFoundError):
-        return None
-
-
-def _fast_module(module: Any) -> Any:
-    """dlib's ResNet with each ``affine`` folded into the preceding convolution, channels-last.
-
-    The same function, about 1.5x faster on CPU (the per-channel affine and its memory traffic
-    go away). Returns None for other modules, or if the folded copy does not match the original.
-    """
-    import torch
-
-    if module is None or type(module).__name__ != "DlibResNet":
-        return None
-    try:
-        fast = copy.deepcopy(module).eval()
-        pairs = [(fast.conv1, "affine1", fast)]
-        for block in fast.blocks:
-            pairs += [(block.conv1, "affine1", block), (block.conv2, "affine2", block)]
-        with torch.no_grad():
-            for conv, name, owner in pairs:
-                affine = getattr(owner, name)
-                gamma, beta = affine.gamma.detach(), affine.beta.detach()
-                conv.weight.mul_(gamma.view(-1, 1, 1, 1))
-                conv.bias.copy_(conv.bias * gamma + beta)
-                setattr(owner, name, torch.nn.Identity())
-        fast = fast.to(memory_format=torch.channels_last)
-        fast.requires_grad_(False)
-        probe = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0)) - 0.5
-        with torch.no_grad():
-            ref, got = module(probe), fast(probe.contiguous(memory_format=torch.channels_last))
-        if not torch.allclose(ref, got, rtol=1e-3, atol=1e-4):
-            return None
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return fast(x.contiguous(memory_format=torch.channels_last))
-
-        return forward
-    except Exception:  # pragma: no cover - any surprise: use the module as it is
-        return None
+    """(callable preprocessed-tensor -> raw vectors, None), or (None, reason) when F has no gradients."""
+    return white_box_forward(extractor)
 
 
 class GradientReconstructor(Reconstructor):
@@ -223,9 +151,9 @@ class GradientReconstructor(Reconstructor):
         )
 
     def supports(self, extractor: Extractor) -> str | None:
-        info = extractor.info
-        if not info.differentiable or not callable(getattr(extractor, "embed_torch", None)):
-            return torch_forward(extractor)[1] or f"{extractor.name} is not differentiable"
+        reason = torch_forward(extractor)[1]
+        if reason:
+            return reason
         try:
             crop_affine(extractor.geometry)
         except InputError as exc:

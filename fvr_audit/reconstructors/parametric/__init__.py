@@ -102,6 +102,10 @@ class ParametricReconstructor(Reconstructor):
         """uint8 [N, 200, 200, 3] canonical faces of ``vectors`` (made by ``extractor``); F is not queried."""
         return self._generate(self.generator_file(extractor), vectors)
 
+    def render(self, found, vectors: np.ndarray) -> np.ndarray:
+        """uint8 [N, 200, 200, 3] canonical faces by the generator ``found`` (a ReconstructorFile)."""
+        return self._generate(found, vectors)
+
     def _generate(self, found, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if self.adapter is not None:

@@ -51,6 +51,15 @@ class RidgeAdapter:
     fit_cosine: float
     samples: int
     identities: int
+    #: What it was fitted on, in words, and how long fitting took (seconds; 0 when not measured).
+    origin: str = ""
+    build_seconds: float = 0.0
+
+    def with_origin(self, origin: str, build_seconds: float) -> RidgeAdapter:
+        """The same map, with its provenance recorded."""
+        from dataclasses import replace
+
+        return replace(self, origin=origin, build_seconds=float(build_seconds))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Map L2-normalised source vectors [N, Du] into the target space (L2-normalised [N, Dt]).
@@ -67,9 +76,10 @@ class RidgeAdapter:
         return _normalise((x - self.source_mean) @ self.weights + self.target_mean).astype(np.float32)
 
     def describe(self) -> str:
+        fitted_on = self.origin or f"{self.samples} photos of {self.identities} identities"
         return (
-            f"ridge {self.source}->{self.target}, lambda {self.lam:g}, {self.samples} photos of {self.identities} "
-            f"identities, cross-validated cosine {self.cv_cosine:.3f}"
+            f"ridge {self.source}->{self.target}, lambda {self.lam:g}, {fitted_on}, "
+            f"cross-validated cosine {self.cv_cosine:.3f}"
         )
 
     @classmethod
@@ -121,18 +131,25 @@ class RidgeAdapter:
             weights=self.weights,
             source_mean=self.source_mean,
             target_mean=self.target_mean,
-            meta=np.array([self.source, self.target, self.target_sha256]),
-            numbers=np.array([self.lam, self.cv_cosine, self.fit_cosine, self.samples, self.identities], np.float64),
+            meta=np.array([self.source, self.target, self.target_sha256, self.origin]),
+            numbers=np.array(
+                [self.lam, self.cv_cosine, self.fit_cosine, self.samples, self.identities, self.build_seconds], np.float64
+            ),
         )
 
     @classmethod
     def load(cls, path: Path) -> RidgeAdapter:
         try:
             with np.load(path, allow_pickle=False) as d:
-                source, target, sha = (str(s) for s in d["meta"])
-                lam, cv, fit, samples, identities = d["numbers"].tolist()
-                return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit, int(samples), int(identities))
-        except (OSError, ValueError, KeyError) as exc:
+                meta = [str(s) for s in d["meta"]]
+                numbers = d["numbers"].tolist()
+                source, target, sha = meta[:3]
+                origin = meta[3] if len(meta) > 3 else ""
+                lam, cv, fit, samples, identities = numbers[:5]
+                seconds = numbers[5] if len(numbers) > 5 else 0.0
+                return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit,
+                           int(samples), int(identities), origin, seconds)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path}: not an fvr-audit adapter file ({exc})") from exc
 
 

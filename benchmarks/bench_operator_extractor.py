@@ -1,0 +1,190 @@
+"""The operator's own case (issue #9): a user's ONNX model the tool has never seen, a plain .npy.
+
+    python scripts/embed_lfw.py                                  # once: the LFW vector cache
+    python benchmarks/bench_operator_extractor.py > benchmarks/results_operator_extractor.json
+    python benchmarks/bench_operator_extractor.py --endpoint --targets 10 --tag http > results_operator_extractor_http.json
+
+Protocol:
+
+* F = ``faceres-1024`` given as a plain ONNX file the tool has never seen: the shipped graph with
+  an Identity node appended (another file, another sha256), so no built-in shortcut applies.
+* The leaked database: a plain ``.npy`` (no labels, no paths) of F's vectors of one LFW photo per
+  identity (all 5,749 people: one enrolled template each). Targets: the same 100 photos of
+  held-out ``eval`` identities as ``bench_reconstruction.py`` (given to the scan as rows).
+* The scan runs exactly as ``fvr-audit scan db.npy -e faceres-user.onnx`` does (``run_scan``, no
+  labels, default settings but ``--set`` overrides below): white-box check, self-calibration of
+  the parametric attacks, the five attacks, and the system figures (F's top-1/top-K of the leaked
+  row among the 5,749 rows; acceptance at FMR 1e-3 on impostor pairs of rows).
+* The same reconstructions, judged with labels by independent recognizers as in
+  ``bench_reconstruction.py``: each judge's gallery is every other LFW photo (5,749 identities),
+  N = 1000 random subsets holding the true identity; ``original`` is the target photo itself.
+  dlib-resnet128 judges only the attacks that did not use it (gradient, eigenfaces);
+  mobileface-256 judges every attack. faceres-1024 (= F) is not a judge here.
+* ``--endpoint``: F is served on 127.0.0.1 by :mod:`fvr_audit.extractors.http_server` and
+  reached as a black box; the JSON compares the scan's query count with the server's.
+
+Prints JSON on stdout; progress on stderr. Phase timings come from the scan's own ``timings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, machine  # noqa: E402
+from bench_reconstruction import Gallery, choose_targets, topk_rows  # noqa: E402
+
+from fvr_audit.alignment.canonical import crop_from_canonical  # noqa: E402
+from fvr_audit.audit.scan import ScanSettings, run_scan  # noqa: E402
+from fvr_audit.extractors.registry import ExtractorOptions, get_extractor  # noqa: E402
+from fvr_audit.model_store import models_dir  # noqa: E402
+
+CACHE = Path(os.environ.get("FVR_AUDIT_CACHE", Path.home() / ".cache" / "fvr-audit"))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def user_copy(work: Path) -> Path:
+    """The shipped faceres graph with an Identity node on its output: same function, new file."""
+    out = work / "faceres-user.onnx"
+    if not out.exists():
+        model = onnx.load(str(models_dir() / "faceres-1024.onnx"))
+        old = model.graph.output[0].name
+        model.graph.node.append(helper.make_node("Identity", [old], ["user_embedding"], name="user_identity"))
+        model.graph.output[0].name = "user_embedding"
+        onnx.save(model, str(out))
+    return out
+
+
+def load_cache(name: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(CACHE / "lfw" / f"{name}.npz", allow_pickle=False) as data:
+        return np.asarray(data["vectors"], np.float32), np.asarray(data["paths"]).astype(str)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=CACHE / "bench-operator")
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every attack)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="METHOD.NAME=VALUE, as scan --set")
+    parser.add_argument("--calibration-faces", type=int, default=2000)
+    parser.add_argument("--endpoint", action="store_true", help="serve F over HTTP on 127.0.0.1 and audit it as a black box")
+    parser.add_argument("--query-budget", type=int, default=None)
+    parser.add_argument("--topk-seeds", type=int, default=5)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    from fvr_audit.cli.scan_cmd import parse_method_options
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FVR_AUDIT_CACHE", str(CACHE))
+    faceres, paths = load_cache("faceres-1024")
+    target_photos = choose_targets(paths, args.targets, args.seed)
+    # one enrolled template per person: the target photo for the targets, the first photo otherwise
+    labels = np.array([p.split("/")[0] for p in paths])
+    first = {}
+    for row, name in enumerate(labels):
+        first.setdefault(name, row)
+    for row in target_photos:
+        first[labels[row]] = row
+    enrolled = np.array(sorted(first.values()))
+    db_file = args.work / "leaked-templates.npy"
+    np.save(db_file, faceres[enrolled])
+    target_rows = np.searchsorted(enrolled, target_photos)
+
+    model = user_copy(args.work)
+    extractor = get_extractor(str(model))
+    server = None
+    if args.endpoint:
+        from fvr_audit.extractors.http_server import serve_extractor
+
+        server = serve_extractor(extractor)
+        geometry = extractor.geometry
+        extractor = get_extractor(server.url, ExtractorOptions(input_size=geometry.size, crop=geometry.template,
+                                                               padding=geometry.padding))
+    methods = None if args.methods is None else tuple(m for m in args.methods.split(",") if m)
+    settings = ScanSettings(
+        sample=len(target_rows), seed=args.seed, methods=methods, engines=(), method_settings=parse_method_options(args.sets),
+        calibration_faces=args.calibration_faces, query_budget=args.query_budget, rows=tuple(int(r) for r in target_rows),
+    )
+    started = time.perf_counter()
+
+    def progress(description: str, total: int):
+        log(f"{time.perf_counter() - started:7.0f}s {description} ({total})")
+        return lambda n=1: None
+
+    try:
+        outcome = run_scan(db_file, extractor, settings, progress=progress, on_message=log)
+    finally:
+        if server is not None:
+            server.close()
+    results = outcome.results
+    result = {
+        "benchmark": "operator_extractor",
+        "tag": args.tag,
+        "machine": machine(),
+        "load_average_at_end": list(os.getloadavg()),
+        "extractor": {k: results.extractor[k] for k in ("name", "sha256", "queries_used", "queries_by_phase")},
+        "database": {"rows": int(len(enrolled)), "labelled": False, "file": str(db_file)},
+        "targets": int(len(target_rows)),
+        "timings": results.timings,
+        "notes": list(results.notes),
+        "methods": {
+            m.name: {
+                "access": m.access, "models_used": list(m.models_used), "seconds": round(m.seconds, 1),
+                "queries_per_target_mean": m.queries_per_target_mean, "similarity_median": m.similarity_median,
+                "adapter": m.settings.get("adapter"), "service_queries": m.service_queries,
+            }
+            for m in results.methods
+        },
+        "system": {
+            f"{r.method}|top{r.k}": {"share": round(r.tpr, 4), "ci": [round(v, 4) for v in r.tpr_ci], "n": r.n}
+            for r in results.records
+        },
+        "system_sar": {
+            v.method: {"sar": round(v.sar, 4), "ci": [round(x, 4) for x in v.sar_ci], "threshold": round(v.threshold, 4),
+                       "fmr": v.fmr, "impostor_pairs": v.impostor_comparisons}
+            for v in results.verification
+        },
+        "verdict": {"level": results.verdict.level.value, "rule": results.verdict.rule},
+    }
+    if server is not None:
+        result["server_requests"] = server.requests
+    # The same reconstructions judged with labels by independent recognizers.
+    judges = {}
+    for judge_name in ("dlib-resnet128", "mobileface-256"):
+        judge = get_extractor(judge_name)
+        vectors, judge_paths = load_cache(judge_name)
+        assert (judge_paths == paths).all(), "the LFW caches must list the same photos in the same order"
+        gallery = Gallery(paths, vectors, target_photos)
+        truth = np.array([gallery.column[labels[r]] for r in target_photos])
+        rows = {"original": topk_rows(gallery.identity_scores(vectors[target_photos]), truth, args.topk_seeds)}
+        for method, images in outcome.reconstructions.items():
+            used = next(m.models_used for m in results.methods if m.name == method)
+            if any(judge_name in str(u) for u in used):
+                rows[method] = {"not_judged": f"{method} used {judge_name}"}
+                continue
+            queries = judge.embed(crop_from_canonical(images, judge.geometry))
+            rows[method] = topk_rows(gallery.identity_scores(queries), truth, args.topk_seeds)
+        for method, row in rows.items():
+            if "tpr@1_N=1000" in row:
+                row["share_of_original_tpr@1_N=1000"] = round(row["tpr@1_N=1000"] / rows["original"]["tpr@1_N=1000"], 3)
+        judges[judge_name] = rows
+        log(f"{judge_name}: " + ", ".join(f"{m} {r.get('tpr@1_N=1000')}" for m, r in rows.items()))
+    result["judges"] = judges
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

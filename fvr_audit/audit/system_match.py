@@ -1,0 +1,150 @@
+"""What the leaked database alone allows: the deployed system F judging the reconstructions.
+
+Needs nothing but the vectors and F: no labels, no photos. For each reconstruction x^ of row i,
+F(x^) is compared with all N rows of the database as the deployed system holds them (row i
+included: that is the attack). Two figures per attack, in the system's own terms:
+
+* identification: the share of targets whose own row is F's top-1 (top-K) among the N rows;
+  ties count against the attacker; chance is K/N;
+* verification ("type-I" success attack rate): the share of reconstructions that F accepts as
+  row i at the threshold for a false-match rate ``--fmr``, set on impostor pairs of the
+  database's own rows (rows with different labels; without labels any two different rows,
+  which may hold the same person twice: that raises the threshold, so the figure stays a
+  lower bound).
+
+Expressed as one more "engine", ``system:<F>``, whose gallery is the database's rows (each row
+its own identity), so the records, the verification view, the verdict and the report treat it
+like any F'. The database is read in blocks, so its size is bounded by the disk, not memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from fvr_audit.alignment.canonical import crop_from_canonical
+from fvr_audit.audit.results import EngineSummary, Record, Verification
+from fvr_audit.audit.verdict import SYSTEM_PREFIX
+from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.metrics.topk import (
+    random_baseline,
+    rank_share,
+    rows_scoring_at_least,
+    success_attack_rate,
+    threshold_at_fmr,
+    wilson_interval,
+)
+from fvr_audit.vectors import VectorDatabase
+
+#: Rows per block when the database is compared with the reconstructions.
+BLOCK_ROWS = 1 << 16
+#: Impostor pairs sampled among the database's rows to set the FMR threshold.
+IMPOSTOR_PAIRS = 1_000_000
+#: Probe rows of those pairs (each compared with up to IMPOSTOR_PAIRS / probes other rows).
+IMPOSTOR_PROBES = 1000
+
+
+def system_engine_name(extractor: Extractor) -> str:
+    """``system:<F>``: the deployed system, F with the leaked database as its gallery.
+
+    >>> from fvr_audit.extractors.registry import get_extractor
+    >>> system_engine_name(get_extractor("dlib-resnet128"))
+    'system:dlib-resnet128'
+    """
+    return f"{SYSTEM_PREFIX}{extractor.name}"
+
+
+def measure_against_database(
+    db: VectorDatabase,
+    extractor: Extractor,
+    rows: np.ndarray,
+    reconstructions: Mapping[str, np.ndarray],
+    *,
+    ks: tuple[int, ...],
+    fmr: float,
+    seed: int,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> tuple[list[Record], list[Verification], EngineSummary, dict[str, int]]:
+    """Records (one per method and K, at N = all rows), verification at ``fmr``, the engine's
+    summary, and the queries to F spent per method (one per target: embedding its reconstruction)."""
+    engine = system_engine_name(extractor)
+    rows = np.asarray(rows, dtype=np.int64)
+    n = db.n
+    targets = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+    impostors, impostor_rule = _impostor_scores(db, seed)
+    threshold = threshold_at_fmr(impostors, fmr)
+    records: list[Record] = []
+    verification: list[Verification] = []
+    queries: dict[str, int] = {}
+    advance = progress(f"match against the database: {engine} ({n} rows)", len(reconstructions))
+    for method, images in reconstructions.items():
+        before = extractor.queries_used
+        embedded = extractor.embed(crop_from_canonical(images, extractor.geometry))
+        queries[method] = extractor.queries_used - before
+        own = np.einsum("td,td->t", embedded, targets)
+        ranks = 1 + _rows_above(db, embedded, own, rows)
+        for k in ks:
+            if k > n:
+                continue
+            share = rank_share(ranks, k)
+            records.append(
+                Record(method, engine, k, n, share, 1.0 - share, 0.0, wilson_interval(share * len(rows), len(rows)),
+                       random_baseline(k, n), len(rows), 1)
+            )
+        sar = success_attack_rate(own, threshold)
+        verification.append(
+            Verification(method, engine, fmr, threshold, sar, wilson_interval(sar * len(rows), len(rows)), int(impostors.size))
+        )
+        advance(1)
+    summary = EngineSummary(
+        name=engine,
+        description=(
+            f"the deployed system itself: {extractor.name} compares each reconstruction with every row of the leaked "
+            "database (each row its own identity); the FMR threshold comes from " + impostor_rule
+        ),
+        dim=extractor.dim,
+        geometry=extractor.geometry.describe(),
+        sha256=extractor.info.sha256,
+        gallery_source=f"the {n} rows of the database (each target's own row included: that is the attack)",
+        gallery_identities=n,
+        gallery_vectors=n,
+        threshold=None,
+        is_f=True,
+    )
+    return records, verification, summary, queries
+
+
+def _rows_above(db: VectorDatabase, embedded: np.ndarray, own: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per target, the rows other than its own that score at least as high as its own row."""
+    counts = np.zeros(len(rows), np.int64)
+    for lo in range(0, db.n, BLOCK_ROWS):
+        hi = min(db.n, lo + BLOCK_ROWS)
+        block = l2_normalize(np.asarray(db.vectors[lo:hi], dtype=np.float32))
+        scores = embedded @ block.T
+        inside = (rows >= lo) & (rows < hi)
+        scores[np.flatnonzero(inside), rows[inside] - lo] = -np.inf  # the own row is not its own rival
+        counts += rows_scoring_at_least(own, scores)
+    return counts
+
+
+def _impostor_scores(db: VectorDatabase, seed: int) -> tuple[np.ndarray, str]:
+    """Cosines of pairs of different rows (different labels when there are labels), and the rule in words."""
+    rng = np.random.default_rng([seed, 0x51])
+    probes = np.sort(rng.choice(db.n, size=min(IMPOSTOR_PROBES, db.n), replace=False))
+    others = np.sort(rng.choice(db.n, size=min(max(1, IMPOSTOR_PAIRS // len(probes)), db.n), replace=False))
+    a = l2_normalize(np.asarray(db.vectors[probes], dtype=np.float32))
+    b = l2_normalize(np.asarray(db.vectors[others], dtype=np.float32))
+    scores = a @ b.T
+    valid = probes[:, None] != others[None, :]
+    if db.has_labels:
+        labels = np.asarray(db.labels).astype(str)
+        valid &= labels[probes][:, None] != labels[others][None, :]
+        rule = "pairs of rows with different labels"
+    else:
+        rule = (
+            "pairs of different rows (no labels: a person enrolled twice makes a genuine pair count as an impostor, "
+            "which raises the threshold, so the acceptance figure stays a lower bound)"
+        )
+    values = scores[valid]
+    return values, f"{values.size} {rule}"

@@ -1,0 +1,305 @@
+"""The operator's own case (issue #9): a plain vector file, a user's ONNX model, a black-box endpoint.
+
+Everything here runs on the shipped models and small synthetic data: no face data set needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from fvr_audit.audit.scan import ScanSettings, run_scan
+from fvr_audit.cli.app import app
+from fvr_audit.errors import InputError
+from fvr_audit.extractors.registry import get_extractor
+from fvr_audit.model_store import models_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # importlib mode: tests/ is not on sys.path
+from onnx_factories import IR_VERSION, OPSET  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # self-calibrated adapters are cached per extractor; keep the user's cache out of the tests
+    monkeypatch.setenv("FVR_AUDIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def conv_model(path: Path, *, size: int = 64, dim: int = 24, tail: str | None = None, scale: float = 1.0) -> Path:
+    """A small conv net (fixed random weights) on NCHW [N, 3, size, size] (x-127.5)/127.5 input:
+    position-sensitive, so faces, mirrors and wrong preprocessing give different vectors.
+
+    ``tail``: an extra op on the output ("Round": onnxruntime runs it, the torch interpreter does
+    not cover it; "NaN": multiplies by NaN; "Zero": multiplies by 0 and adds a constant)."""
+    rng = np.random.default_rng(3)
+    w1 = rng.normal(0, 0.2, (8, 3, 5, 5)).astype(np.float32)
+    w2 = rng.normal(0, 0.2, (16, 8, 3, 3)).astype(np.float32)
+    fc = rng.normal(0, 0.1, (16 * 4 * 4, dim)).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(fc, "fc"),
+             numpy_helper.from_array(np.array([0, -1], np.int64), "shape"),
+             numpy_helper.from_array(np.array(scale, np.float32), "scale")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c1"], strides=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("Tanh", ["c1"], ["t1"]),
+        helper.make_node("Conv", ["t1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Tanh", ["c2"], ["t2"]),
+        helper.make_node("AveragePool", ["t2"], ["p"], kernel_shape=[size // 16] * 2, strides=[size // 16] * 2),
+        helper.make_node("Reshape", ["p", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["m"]),
+        helper.make_node("Mul", ["m", "scale"], ["embedding" if tail is None else "pre"]),
+    ]
+    if tail == "Round":
+        nodes.append(helper.make_node("Round", ["pre"], ["embedding"]))
+    elif tail == "NaN":
+        inits.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+        nodes.append(helper.make_node("Mul", ["pre", "nan"], ["embedding"]))
+    elif tail == "Zero":
+        inits.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+        inits.append(numpy_helper.from_array(np.ones((dim,), np.float32), "one"))
+        nodes.append(helper.make_node("Mul", ["pre", "zero"], ["z"]))
+        nodes.append(helper.make_node("Add", ["z", "one"], ["embedding"]))
+    graph = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.save(model, str(path))
+    return path
+
+
+def plain_database(path: Path, extractor, rows: int = 30, seed: int = 0) -> Path:
+    """A plain [N, D] .npy of F's vectors of the tool's own faces (no labels, no paths)."""
+    from fvr_audit.alignment.canonical import crop_from_canonical
+    from fvr_audit.probes import probe_faces
+
+    vectors = extractor.embed(crop_from_canonical(probe_faces(rows, seed=seed + 7), extractor.geometry))
+    np.save(path, vectors.astype(np.float32))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# plain vector files: no labels, no photos
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plain_npy_gets_the_system_figures_and_a_verdict(tmp_path):
+    dlib = get_extractor("dlib-resnet128")
+    db = plain_database(tmp_path / "vectors.npy", dlib, rows=40)
+    result = runner.invoke(app, ["scan", str(db), "-e", "dlib-resnet128", "--methods", "naive,nbnet", "--sample", "12",
+                                 "--no-pdf", "--quiet", "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)
+    assert results["schema_version"] == 2 and results["database"]["labelled"] is False
+    engines = {e["name"]: e for e in results["engines"]}
+    assert list(engines) == ["system:dlib-resnet128"] and engines["system:dlib-resnet128"]["gallery_identities"] == 40
+    top1 = {r["method"]: r for r in results["records"] if r["k"] == 1}
+    assert set(top1) == {"naive", "nbnet"} and all(r["n"] == 40 and r["baseline"] == 1 / 40 for r in top1.values())
+    # the shipped generators invert dlib well: F ranks the leaked row first for most targets
+    assert top1["naive"]["tpr"] >= 0.7
+    sar = {v["method"]: v for v in results["verification"]}
+    assert sar["naive"]["engine"] == "system:dlib-resnet128" and sar["naive"]["impostor_comparisons"] == 40 * 39
+    assert results["verdict"]["engine"] == "system:dlib-resnet128" and results["verdict"]["level"] == "high"
+    assert "your own system" in results["verdict"]["rule"]
+    assert any("no labels" in note and "--gallery" in note for note in results["notes"])
+    assert [t["label"] for t in results["targets"]] == [f"row {t['index']}" for t in results["targets"]]
+
+
+def test_plain_npy_with_a_gallery_is_refused_on_one_line(tmp_path):
+    db = plain_database(tmp_path / "vectors.npy", get_extractor("dlib-resnet128"), rows=10)
+    result = runner.invoke(app, ["scan", str(db), "-e", "dlib-resnet128", "--gallery", str(tmp_path), "--no-pdf",
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "no 'labels'" in line and "--gallery" in line
+
+
+def test_system_rank_counts_ties_against_the_attacker(tmp_path):
+    """Two identical rows: the leaked row can at best tie with its twin, which counts as rank 2."""
+    dlib = get_extractor("dlib-resnet128")
+    plain_database(tmp_path / "v.npy", dlib, rows=10)
+    vectors = np.load(tmp_path / "v.npy")
+    twin = np.concatenate([vectors, vectors[:1]])
+    np.save(tmp_path / "twin.npy", twin)
+    from fvr_audit.audit.system_match import measure_against_database
+    from fvr_audit.vectors import load_vectors
+
+    db = load_vectors(tmp_path / "twin.npy", allow_duplicates=True)
+    images = {"copy": np.zeros((2, 200, 200, 3), np.uint8)}
+    records, _, _, _ = measure_against_database(
+        db, _Replay(dlib, vectors[[0, 1]]), np.array([0, 1]), images, ks=(1, 2), fmr=0.01, seed=0,
+        progress=lambda d, t: (lambda n=1: None),
+    )
+    shares = {r.k: r.tpr for r in records}
+    assert shares == {1: 0.5, 2: 1.0}  # row 0 ties with its twin (rank 2), row 1 is first
+
+
+class _Replay:
+    """An extractor stand-in that 'sees' given vectors, whatever the images."""
+
+    def __init__(self, real, vectors):
+        self._real, self._vectors = real, vectors
+        self.name, self.dim, self.geometry, self.info, self.queries_used = real.name, real.dim, real.geometry, real.info, 0
+
+    def embed(self, crops):
+        return self._vectors[: len(crops)]
+
+
+# ------------------------------------------------------------------------------------------------
+# a user's ONNX file is white-box
+# ------------------------------------------------------------------------------------------------
+
+
+def test_user_onnx_is_white_box_after_the_runtime_check(tmp_path):
+    from fvr_audit.extractors.base import white_box_forward
+
+    user = get_extractor(str(conv_model(tmp_path / "user.onnx")))
+    forward, reason = white_box_forward(user)
+    assert reason is None and forward is not None
+    assert "matches onnxruntime" in user.white_box_check and "max abs difference" in user.white_box_check
+    import torch
+
+    x = torch.zeros(2, 3, 64, 64, requires_grad=True)
+    forward(x).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_unsupported_op_names_it_and_the_scan_falls_back(tmp_path):
+    model = conv_model(tmp_path / "rounded.onnx", tail="Round", scale=100.0)
+    user = get_extractor(str(model))
+    db = plain_database(tmp_path / "v.npy", user, rows=12)
+    result = runner.invoke(app, ["scan", str(db), "-e", str(model), "--methods", "gradient", "--sample", "2",
+                                 "--no-pdf", "-o", str(tmp_path / "o1"), "--quiet"])
+    assert result.exit_code == 2 and "Round" in result.output and "error:" in result.output
+    outcome = run_scan(db, user, ScanSettings(sample=2, methods=None, method_settings={
+        "eigenfaces": {"iterations": 2, "batch": 8}}, calibration_faces=40))
+    notes = " ".join(outcome.results.notes)
+    assert "gradient skipped" in notes and "Round" in notes
+    assert {m.name for m in outcome.results.methods} == {"eigenfaces", "nbnet", "vec2face", "naive"}
+
+
+def test_a_copy_of_a_builtin_is_recognised_as_that_builtin(tmp_path):
+    copy = tmp_path / "arcface.onnx"
+    shutil.copy(models_dir() / "dlib-resnet128.onnx", copy)
+    extractor = get_extractor(str(copy))
+    assert extractor.name == "dlib-resnet128"
+    from fvr_audit.reconstructors.registry import get_reconstructor
+
+    assert get_reconstructor("naive").supports(extractor) is None  # its shipped generator applies
+
+
+@pytest.mark.parametrize("tail, problem", [("NaN", "NaN"), ("Zero", "nearly the same vector")])
+def test_broken_model_outputs_are_refused_on_one_line(tmp_path, tail, problem):
+    model = conv_model(tmp_path / f"{tail}.onnx", tail=tail)
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(10, 24)).astype(np.float32))
+    result = runner.invoke(app, ["scan", str(tmp_path / "v.npy"), "-e", str(model), "--methods", "naive",
+                                 "--no-pdf", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {model.name}") and problem in line
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_database_dimension_must_match_the_model(tmp_path):
+    model = conv_model(tmp_path / "m.onnx", dim=24)
+    np.save(tmp_path / "v.npy", np.ones((5, 32), np.float32) / np.sqrt(32))
+    result = runner.invoke(app, ["scan", str(tmp_path / "v.npy"), "-e", str(model), "--no-pdf", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "dimension" in result.output.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# parametric attacks for any extractor, with no photos
+# ------------------------------------------------------------------------------------------------
+
+
+def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
+    from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
+
+    user = get_extractor(str(conv_model(tmp_path / "user.onnx")))
+    first = self_calibrate(user, faces=60)
+    assert not first.cached and first.adapter.source == "user.onnx" and first.adapter.target == "dlib-resnet128"
+    assert first.cache_file.is_file() and "synthetic faces" in first.describe()
+    again = self_calibrate(user, faces=60)
+    assert again.cached and again.queries == 0
+    np.testing.assert_array_equal(again.adapter.weights, first.adapter.weights)
+
+
+def test_scan_of_a_user_onnx_runs_every_attack_and_says_how_generators_were_obtained(tmp_path):
+    model = conv_model(tmp_path / "user.onnx")
+    user = get_extractor(str(model))
+    db = plain_database(tmp_path / "v.npy", user, rows=20)
+    outcome = run_scan(db, user, ScanSettings(sample=3, calibration_faces=60, method_settings={
+        "eigenfaces": {"iterations": 2, "batch": 8}, "gradient": {"iterations": 3}}))
+    results = outcome.results
+    assert {m.name for m in results.methods} == {"gradient", "eigenfaces", "nbnet", "vec2face", "naive"}
+    naive = next(m for m in results.methods if m.name == "naive")
+    assert "dlib-resnet128" in naive.models_used and "synthetic faces" in naive.settings["adapter"]
+    notes = " ".join(results.notes)
+    assert "self-calibrated without photos" in notes and "matches onnxruntime" in notes
+    assert "calibration_seconds" in results.timings
+
+
+# ------------------------------------------------------------------------------------------------
+# preprocessing that is checked, not only guessed
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_preprocessing_is_warned_with_the_flags_to_try():
+    from fvr_audit.extractors.registry import ExtractorOptions
+    from fvr_audit.extractors.sanity import check_extractor
+
+    path = models_dir() / "mobileface-256.onnx"  # not recognised as the built-in: overrides given
+    good = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(1.0,) * 3))
+    check, warnings = check_extractor(good)
+    assert check.margin > 0.05 and warnings == []
+    bad = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(0.02,) * 3))
+    check, warnings = check_extractor(bad)
+    assert check.margin < 0.05 and len(warnings) == 1 and "--std" in warnings[0] and "degenerate" in warnings[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# black-box HTTP endpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def test_endpoint_scan_counts_every_query_like_the_server(tmp_path, monkeypatch):
+    from fvr_audit.extractors.http_server import serve_extractor
+    from fvr_audit.extractors.registry import ExtractorOptions
+
+    monkeypatch.delenv("FVR_AUDIT_HTTP_TOKEN", raising=False)
+    local = get_extractor(str(conv_model(tmp_path / "served.onnx")))
+    db = plain_database(tmp_path / "v.npy", local, rows=15)
+    server = serve_extractor(local)
+    try:
+        remote = get_extractor(server.url, ExtractorOptions(input_size=64, crop=local.geometry.template,
+                                                            padding=local.geometry.padding))
+        outcome = run_scan(db, remote, ScanSettings(sample=3, calibration_faces=40, query_budget=1000,
+                                                    methods=("eigenfaces", "naive", "nbnet", "vec2face")))
+    finally:
+        server.close()
+    results = outcome.results
+    phases = results.extractor["queries_by_phase"]
+    assert results.extractor["queries_used"] == server.requests == remote.queries_used
+    assert phases["total"] == server.requests
+    assert phases["calibration"] == 40 and phases["check"] == 16 + 1  # the faces and mirrors, and the dimension probe
+    eigen = next(m for m in results.methods if m.name == "eigenfaces")
+    assert eigen.queries_per_target_max <= results.settings["method_settings"]["eigenfaces"]["query_budget"]
+    assert server.requests <= 1000
+
+
+def test_query_budget_too_small_is_refused_before_any_attack(tmp_path):
+    dlib = get_extractor("dlib-resnet128")
+    db = plain_database(tmp_path / "v.npy", dlib, rows=10)
+    with pytest.raises(InputError, match="--query-budget 50: too small"):
+        run_scan(db, dlib, ScanSettings(sample=5, query_budget=50, methods=("eigenfaces",)))
