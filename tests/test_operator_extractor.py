@@ -263,9 +263,13 @@ def test_a_wrong_preprocessing_is_warned_with_the_flags_to_try():
     good = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(1.0,) * 3))
     check, warnings = check_extractor(good)
     assert check.margin > 0.05 and warnings == []
-    bad = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(0.02,) * 3))
+    bad = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(10.0,) * 3))  # a tenth of the contrast
     check, warnings = check_extractor(bad)
-    assert check.margin < 0.05 and len(warnings) == 1 and "--std" in warnings[0] and "degenerate" in warnings[0]
+    assert check.margin < 0.05 and len(warnings) == 1 and "degenerate" in warnings[0]
+    assert "try --crop arcface-5pt --mean 0,0,0 --std 1,1,1 --channel-order RGB" in warnings[0]
+    flat = get_extractor(str(path), ExtractorOptions(mean=(0.0,) * 3, std=(255.0,) * 3))  # 0..1 into a 0..255 model
+    with pytest.raises(InputError, match="nearly the same vector.*with --crop arcface-5pt --mean 0,0,0 --std 1,1,1"):
+        check_extractor(flat)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ from fvr_audit.vectors import VectorDatabase
 
 #: Rows per block when the database is compared with the reconstructions.
 BLOCK_ROWS = 1 << 16
+#: Scores this close to the leaked row's count as ties (float32 rounding differs between the two
+#: products that compute them), and ties count against the attacker.
+TIE_TOLERANCE = 1e-5
 #: Impostor pairs sampled among the database's rows to set the FMR threshold.
 IMPOSTOR_PAIRS = 1_000_000
 #: Probe rows of those pairs (each compared with up to IMPOSTOR_PAIRS / probes other rows).
@@ -124,7 +127,7 @@ def _rows_above(db: VectorDatabase, embedded: np.ndarray, own: np.ndarray, rows:
         scores = embedded @ block.T
         inside = (rows >= lo) & (rows < hi)
         scores[np.flatnonzero(inside), rows[inside] - lo] = -np.inf  # the own row is not its own rival
-        counts += rows_scoring_at_least(own, scores)
+        counts += rows_scoring_at_least(own - TIE_TOLERANCE, scores)
     return counts
 
 

@@ -101,7 +101,13 @@ def check_extractor(extractor: Extractor) -> tuple[EmbeddingCheck, list[str]]:
     """Embed the tool's faces and their mirrors; (the figures, warning lines). Raises
     :class:`InputError` for NaN or constant outputs. Costs ``2 * CHECK_FACES`` queries to F."""
     crops = _faces_and_mirrors(CHECK_FACES, extractor.geometry)
-    check = measure(extractor.embed(crops, normalize=False), extractor.name)
+    try:
+        check = measure(extractor.embed(crops, normalize=False), extractor.name)
+    except InputError as exc:
+        better = suggest_preprocessing(extractor, EmbeddingCheck(CHECK_FACES, 0.0, 1.0))
+        if better is None:
+            raise
+        raise InputError(f"{exc}; with {better} it separates the tool's faces") from exc
     warnings: list[str] = []
     if check.margin < MIN_MIRROR_MARGIN:
         line = (
