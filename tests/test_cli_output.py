@@ -399,3 +399,15 @@ def test_python_m_cli_app_runs_the_cli(tmp_path):
 def _gated(results):
     """sample_results with the settings scan records (fmr, gate N)."""
     return dataclasses.replace(results, settings={**results.settings, "fmr": 1e-3, "gate_n": 1000})
+
+
+def test_messages_are_not_wrapped_in_a_log():
+    from fvr_audit.cli.console import LogSafeConsole
+
+    message = "note: " + " ".join(f"/a/long/path/segment-{i}" for i in range(12))
+    log = io.StringIO()
+    LogSafeConsole(file=log, width=80).print(f"[bold]{message}[/]")
+    assert log.getvalue() == message + "\n"
+    terminal = io.StringIO()
+    LogSafeConsole(file=terminal, width=80, force_terminal=True, color_system=None).print(message)
+    assert len(terminal.getvalue().splitlines()) > 1  # a terminal still wraps for reading

@@ -97,7 +97,8 @@ def gate_checks(results: AuditResults, limit: float) -> tuple[GateCheck, ...]:
         for engine in results.engines:
             n = judged[engine.name]
             record = results.record(attack.name, engine.name, k, n)
-            checks.append(GateCheck(attack.name, engine.name, k, n, limit, record, *_judge(attack, engine, record, limit)))
+            outcome, reason = _judge(attack, engine, record, limit)
+            checks.append(GateCheck(attack.name, engine.name, k, n, limit, record, outcome, reason))
     return tuple(checks)
 
 
@@ -115,6 +116,7 @@ def _judge(attack, engine, record: Record | None, limit: float) -> tuple[GateOut
 
 
 def failing(checks: tuple[GateCheck, ...]) -> list[GateCheck]:
+    """The checks that fail the gate: above the limit, or nothing measured."""
     return [c for c in checks if c.outcome in (GateOutcome.FAILED, GateOutcome.NOT_MEASURED)]
 
 
@@ -153,10 +155,14 @@ def summary_markdown(results: AuditResults, *, limit: float | None = None) -> st
 def junit_xml(results: AuditResults, limit: float) -> str:
     """JUnit XML: one test case per gate (attack x engine at the gate's K and N)."""
     checks = gate_checks(results, limit)
-    failures = sum(c.outcome is GateOutcome.FAILED or c.outcome is GateOutcome.NOT_MEASURED for c in checks)
     skipped = sum(c.outcome is GateOutcome.EXCLUDED for c in checks)
-    seconds = f"{float(results.timings.get('total_seconds', 0.0)):.3f}"
-    counts = {"tests": str(len(checks)), "failures": str(failures), "errors": "0", "skipped": str(skipped), "time": seconds}
+    counts = {
+        "tests": str(len(checks)),
+        "failures": str(len(failing(checks))),
+        "errors": "0",
+        "skipped": str(skipped),
+        "time": f"{float(results.timings.get('total_seconds', 0.0)):.3f}",
+    }
     suites = ET.Element("testsuites", name="fvr-audit", **counts)
     suite = ET.SubElement(
         suites, "testsuite", name=f"fvr-audit gate: tpr at top-{results.settings['gate_k']} <= {limit:g}",

@@ -21,7 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from fvr_audit.cli.console import console as default_console
 from fvr_audit.cli.console import is_terminal
@@ -84,7 +91,13 @@ def progress_reporter(
 class LineReporter(ProgressReporter):
     """Plain lines for a log: phase start, every ``interval_s`` seconds of work, and completion."""
 
-    def __init__(self, write: Callable[[str], None], *, interval_s: float = PLAIN_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        interval_s: float = PLAIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._write = write
         self._interval_s = interval_s
         self._clock = clock
@@ -124,7 +137,9 @@ class _LinePhase(Phase):
         elapsed = now - self._started
         if self._total and self._done >= self._total:
             self._finished = True
-            self._reporter._write(f"{self._description}: {self._total}/{self._total} done in {clock_text(elapsed)}{self._note_text()}")
+            self._reporter._write(
+                f"{self._description}: {self._total}/{self._total} done in {clock_text(elapsed)}{self._note_text()}"
+            )
         elif now - self._last_line >= self._reporter._interval_s:
             self._last_line = now
             eta = elapsed / self._done * (self._total - self._done) if self._done else None
