@@ -15,6 +15,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -187,17 +188,33 @@ def test_plain_progress_prints_start_every_interval_and_done():
     assert lines[-1] == "epoch 1: loss 0.4"
 
 
+def test_a_phase_without_steps_still_prints_every_interval():
+    # eigenfaces reports all its targets at the end: the heartbeat keeps the log alive meanwhile.
+    lines: list[str] = []
+    clock = FakeClock()
+    reporter = LineReporter(lines.append, interval_s=30, clock=clock)
+    reporter.phase("reconstruct: eigenfaces", 60)
+    clock.now += 29
+    reporter.tick()
+    assert len(lines) == 1
+    clock.now += 1
+    reporter.tick()
+    reporter.tick()
+    assert lines[1:] == ["reconstruct: eigenfaces: 0/60 (0%), elapsed 0:00:30, ETA unknown"]
+
+
 def test_progress_reporter_picks_lines_outside_a_terminal_bars_inside_and_nothing_when_quiet():
     log = io.StringIO()
-    with progress_reporter(console=Console(file=log), interval_s=0) as reporter:
+    with progress_reporter(console=Console(file=log), interval_s=0.05) as reporter:
         advance = reporter.phase("embed gallery", 3)
-        advance()
-        advance()
-    assert log.getvalue().splitlines() == [
-        "embed gallery: started, 3 to do",
-        "embed gallery: 1/3 (33%), elapsed 0:00:00, ETA 0:00:00",
-        "embed gallery: 2/3 (67%), elapsed 0:00:00, ETA 0:00:00",
-    ]
+        time.sleep(0.5)  # no step: the heartbeat thread prints the periodic line
+        advance(3)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "embed gallery: started, 3 to do"
+    assert re.fullmatch(r"embed gallery: 0/3 \(0%\), elapsed 0:00:0\d, ETA unknown", lines[1])
+    assert re.fullmatch(r"embed gallery: 3/3 done in 0:00:0\d", lines[-1])
+    time.sleep(0.2)
+    assert log.getvalue().splitlines() == lines  # the heartbeat stopped with the block
     terminal = io.StringIO()
     with progress_reporter(console=Console(file=terminal, force_terminal=True, width=100)) as reporter:
         reporter.phase("embed gallery", 3)(3)

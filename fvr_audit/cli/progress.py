@@ -5,7 +5,9 @@ log could not tell a working job from a hung one. :func:`progress_reporter` pick
 
 * a terminal: rich bars (description, bar, done/total, note, elapsed, remaining);
 * anything else: one line when a phase starts, one about every ``interval_s`` seconds while it
-  runs (done/total, elapsed, ETA) and one when it completes;
+  runs (done/total, elapsed, ETA) and one when it completes. A heartbeat thread prints the
+  periodic line even when a phase reports no step for long (eigenfaces reports all its targets
+  at the end);
 * ``quiet``: nothing.
 
 Every command uses it; a phase is a callable ``advance(step=1)``, which is also the shape
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -81,11 +84,32 @@ def progress_reporter(
         with Progress(*columns, console=console) as bars:
             yield _RichReporter(bars)
     else:
-        yield LineReporter(
+        reporter = LineReporter(
             write=lambda line: _write(console, line),
             interval_s=PLAIN_INTERVAL_S if interval_s is None else interval_s,
             clock=clock,
         )
+        with _heartbeat(reporter):
+            yield reporter
+
+
+@contextlib.contextmanager
+def _heartbeat(reporter: LineReporter) -> Iterator[None]:
+    """Call ``reporter.tick()`` in the background, a few times per interval, until the block ends."""
+    stop = threading.Event()
+    period = min(max(reporter.interval_s / 4, 0.01), 5.0)
+
+    def beat() -> None:
+        while not stop.wait(period):
+            reporter.tick()
+
+    thread = threading.Thread(target=beat, name="fvr-audit-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class LineReporter(ProgressReporter):
@@ -99,14 +123,26 @@ class LineReporter(ProgressReporter):
         clock: Callable[[], float] = time.monotonic,
     ):
         self._write = write
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._clock = clock
+        # The heartbeat thread and the work report to the same phase.
+        self._lock = threading.RLock()
+        self._current: _LinePhase | None = None
 
     def phase(self, description: str, total: int) -> Phase:
-        return _LinePhase(self, description, total)
+        with self._lock:
+            self._current = _LinePhase(self, description, total)
+            return self._current
 
     def log(self, message: str) -> None:
-        self._write(message)
+        with self._lock:
+            self._write(message)
+
+    def tick(self) -> None:
+        """Print the running phase's line if ``interval_s`` has passed since its last one."""
+        with self._lock:
+            if self._current is not None:
+                self._current.report()
 
 
 class _LinePhase(Phase):
@@ -130,18 +166,27 @@ class _LinePhase(Phase):
             self._set(completed)
 
     def _set(self, done: int) -> None:
-        if self._finished:
-            return
-        self._done = done
-        now = self._reporter._clock()
-        elapsed = now - self._started
-        if self._total and self._done >= self._total:
-            self._finished = True
-            self._reporter._write(
-                f"{self._description}: {self._total}/{self._total} done in {clock_text(elapsed)}{self._note_text()}"
-            )
-        elif now - self._last_line >= self._reporter._interval_s:
+        with self._reporter._lock:
+            if self._finished:
+                return
+            self._done = done
+            if self._total and self._done >= self._total:
+                self._finished = True
+                elapsed = self._reporter._clock() - self._started
+                self._reporter._write(
+                    f"{self._description}: {self._total}/{self._total} done in {clock_text(elapsed)}{self._note_text()}"
+                )
+            else:
+                self.report()
+
+    def report(self) -> None:
+        """The periodic line, when ``interval_s`` has passed since this phase's last line."""
+        with self._reporter._lock:
+            now = self._reporter._clock()
+            if self._finished or now - self._last_line < self._reporter.interval_s:
+                return
             self._last_line = now
+            elapsed = now - self._started
             eta = elapsed / self._done * (self._total - self._done) if self._done else None
             share = f" ({self._done / self._total:.0%})" if self._total else ""
             self._reporter._write(
