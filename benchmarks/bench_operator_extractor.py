@@ -11,7 +11,9 @@ Protocol:
 * The leaked database: a plain ``.npy`` (no labels, no paths) of F's vectors of one LFW photo per
   identity (all 5,749 people: one enrolled template each). Targets: the same 100 photos of
   held-out ``eval`` identities as ``bench_reconstruction.py`` (given to the scan as rows).
-* The scan runs exactly as ``fvr-audit scan db.npy -e faceres-user.onnx`` does (``run_scan``, no
+* The scan runs exactly as ``fvr-audit scan db.npy -e faceres-user.onnx --crop dlib-5pt --padding 0.5
+  --mean 0 --std 1 --channel-order BGR`` does (the flags the scan's preprocessing check names when
+  run without them: the ArcFace-style guess makes this graph's outputs constant) (``run_scan``, no
   labels, default settings but ``--set`` overrides below): white-box check, self-calibration of
   the parametric attacks, the five attacks, and the system figures (F's top-1/top-K of the leaked
   row among the 5,749 rows; acceptance at FMR 1e-3 on impostor pairs of rows).
@@ -44,6 +46,7 @@ from bench_reconstruction import Gallery, choose_targets, topk_rows  # noqa: E40
 
 from fvr_audit.alignment.canonical import crop_from_canonical  # noqa: E402
 from fvr_audit.audit.scan import ScanSettings, run_scan  # noqa: E402
+from fvr_audit.extractors.base import AlignmentTemplate, ChannelOrder  # noqa: E402
 from fvr_audit.extractors.registry import ExtractorOptions, get_extractor  # noqa: E402
 from fvr_audit.model_store import models_dir  # noqa: E402
 
@@ -103,7 +106,11 @@ def main() -> None:
     target_rows = np.searchsorted(enrolled, target_photos)
 
     model = user_copy(args.work)
-    extractor = get_extractor(str(model))
+    # The guess alone (ArcFace-style (x-127.5)/127.5) makes this graph's outputs constant; the scan's
+    # check refuses it and names these flags, which a user then passes (see the README).
+    options = ExtractorOptions(mean=(0.0,) * 3, std=(1.0,) * 3, channel_order=ChannelOrder.BGR,
+                               crop=AlignmentTemplate.DLIB_5PT, padding=0.5)
+    extractor = get_extractor(str(model), options)
     server = None
     if args.endpoint:
         from fvr_audit.extractors.http_server import serve_extractor

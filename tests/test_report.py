@@ -403,25 +403,19 @@ def test_outputs_are_not_world_readable_even_with_permissive_umask(results, tmp_
 
 def test_cli_summary_table_shows_a_dash_where_there_is_no_sar():
     """The random reference has no verification row; the table must not print a SAR of 0 for it."""
-    from rich.console import Console
-
-    from fvr_audit.cli.scan_cmd import summary_table
+    from fvr_audit.cli.ci_summary import summary_table
 
     import dataclasses
 
     results = sample_results(TARGETS)
     largest = max(r.n for r in results.records)
     results = dataclasses.replace(results, settings={"fmr": 1e-3, "gate_n": largest, **results.settings})
-    console = Console(record=True, width=200)
-    console.print(summary_table(results))
-    lines = [line for line in console.export_text().splitlines() if "│" in line]
+    table = summary_table(results)
+    assert table.columns[-1].header == "SAR@FMR0.001"
     with_sar = {(v.method, v.engine) for v in results.verification}
-    for line in lines:
-        cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) < 9 or cells[0] in ("method", ""):
-            continue
-        if (cells[0], cells[1]) in with_sar:
-            assert cells[-1] != "—", line
+    for row in table.rows:
+        if (row[0], row[1]) in with_sar:
+            assert row[-1] != "—", row
         else:
-            assert cells[-1] == "—", line
-    assert any(line.split("│")[1].strip() == "random" for line in lines)
+            assert row[-1] == "—", row
+    assert any(row[0] == "random" for row in table.rows)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         if source_model.name == target_model.name:
             raise InputError(f"--target {target}: the same extractor as --extractor; no adapter is needed")
         count = len(discover_images(calibration)[0])
-        with Progress(TextColumn("calibration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("calibration", total=count)
-            fitted = fit_adapter_from_photos(calibration, source_model, target_model, on_progress=lambda n: bar.advance(task, n))
+        with progress_reporter() as progress:
+            advance = progress.phase("calibration", count)
+            fitted = fit_adapter_from_photos(calibration, source_model, target_model, on_progress=advance)
         fitted.save(output)
         console.print(f"wrote {output}: {fitted.describe()} (cosine on the fit itself {fitted.fit_cosine:.3f})")

@@ -60,3 +60,7 @@ _register_commands()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m fvr_audit.cli.app` behaves like `python -m fvr_audit`
+    main()

@@ -8,13 +8,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import typer
-from rich.console import Console
 
+from fvr_audit.cli.console import console, stdout_console  # noqa: F401  (the commands' consoles)
 from fvr_audit.errors import FvrAuditError
-
-#: Progress bars and tables go to stderr so ``--json`` output on stdout stays machine-readable.
-console = Console(stderr=True)
-stdout_console = Console()
 
 F = TypeVar("F", bound=Callable)
 

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fvr_audit.cli.ci_summary import summary_markdown, summary_table
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.console import print_table
+from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import ExitCode
 
 #: Demo settings chosen so the whole demo finishes within 10 minutes on 2 CPU cores; real audits
@@ -44,16 +46,22 @@ def register(app: typer.Typer) -> None:
             None, "--images-root", help="LFW folder, if you have it: shows the original photos beside reconstructions."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
+        summary_md: Optional[Path] = typer.Option(
+            None, "--summary-md", help="Also write the verdict and summary table as Markdown (a CI job summary page)."
+        ),
     ) -> None:
         """Audit the shipped demo database (60 held-out LFW identities) with every installed reconstructor."""
         import dataclasses
 
         from fvr_audit.audit.scan import ScanSettings, run_scan
-        from fvr_audit.cli.scan_cmd import summary_table, write_scan_outputs
+        from fvr_audit.cli.scan_cmd import write_scan_outputs
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.atomic import atomic_write_text, check_writable
         from fvr_audit.model_store import model_path, models_dir
         from fvr_audit.reconstructors.registry import available_reconstructors
 
+        if summary_md is not None:
+            check_writable(summary_md)
         targets, sources = demo_sources(models_dir() / "demo")
         for path in [targets, *sources.files.values(), *sources.originals.values()]:
             model_path(str(path.relative_to(models_dir())))  # present and matching the manifest
@@ -68,25 +76,15 @@ def register(app: typer.Typer) -> None:
             methods=tuple(methods),
             method_settings={m: s for m, s in DEMO_METHOD_SETTINGS.items() if m in methods},
         )
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        ) as progress:
-
-            def task(description: str, total: int):
-                task_id = progress.add_task(description, total=total)
-                return lambda step=1: progress.advance(task_id, step)
-
-            outcome = run_scan(targets, get_extractor("dlib-resnet128"), settings, sources, progress=task)
+        with progress_reporter(quiet=quiet) as progress:
+            outcome = run_scan(targets, get_extractor("dlib-resnet128"), settings, sources, progress=progress.phase)
         written = write_scan_outputs(outcome, output, pdf=pdf, redact=False)
         results = outcome.results
-        console.print(summary_table(results))
+        print_table(summary_table(results), console)
         console.print(f"[bold]verdict: {results.verdict.level.value.upper()}[/] {results.verdict.rule}")
         console.print(f"demo finished in {results.timings['total_seconds']:.0f} s")
         typer.echo(f"report: {written.get('html', output / 'results.json')}", err=True)
+        if summary_md is not None:
+            atomic_write_text(summary_md, summary_markdown(results))
         if results.verdict.level.value == "not-assessed":
             raise typer.Exit(int(ExitCode.OK))

@@ -7,13 +7,13 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from fvr_audit import __version__
 from fvr_audit.alignment.aligner import FaceStatus, NoFacePolicy
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.console import Align, Column, TextTable, print_table
+from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -57,22 +57,15 @@ def register(app: typer.Typer) -> None:
                 f"{model.name} ({model.dim}-d, {model.geometry.describe()})"
             )
 
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=quiet,
-        ) as progress:
-            task = progress.add_task("align + embed", total=len(records))
+        with progress_reporter(quiet=quiet) as progress:
+            advance = progress.phase("align + embed", len(records))
             run = embed_records(
                 records,
                 [model],
                 no_face=no_face,
                 aligned_input=aligned,
                 workers=workers,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=advance,
             )
 
         unusable = len(records) - len(run.kept)
@@ -96,13 +89,9 @@ def register(app: typer.Typer) -> None:
         save_npz(output, compress=compress, **arrays)
 
         if not quiet:
-            table = Table(title=f"{images}: {len(records)} images in {run.seconds:.1f} s")
-            table.add_column("outcome")
-            table.add_column("images", justify="right")
-            for status in FaceStatus:
-                if run.counts.get(status):
-                    table.add_row(status.value, str(run.counts[status]))
-            console.print(table)
+            rows = [(status.value, str(run.counts[status])) for status in FaceStatus if run.counts.get(status)]
+            title = f"{images}: {len(records)} images in {run.seconds:.1f} s"
+            print_table(TextTable.build(title, ("outcome", Column("images", Align.RIGHT)), rows), console)
             for i, reason in enumerate(run.reasons):
                 if reason:
                     console.print(f"  skipped {records[i].relative}: {reason}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
-from fvr_audit.cli.common import handle_errors, stdout_console
+from fvr_audit.cli.common import handle_errors
+from fvr_audit.cli.console import Align, Column, TextTable, print_table, stdout_console
 
 
 def register(app: typer.Typer) -> None:
@@ -34,11 +34,8 @@ def register(app: typer.Typer) -> None:
             ]
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(title="Built-in extractors")
-        for column in ("name", "dim", "input geometry", "preprocessing", "source", "licence"):
-            table.add_column(column, overflow="fold")
-        for i in infos:
-            table.add_row(
-                i.name, str(i.dim), i.geometry.describe(), i.preprocessing.describe(), i.source, i.license
-            )
-        stdout_console.print(table)
+        columns = ("name", Column("dim", Align.RIGHT), "input geometry", "preprocessing", "source", "licence")
+        rows = [
+            (i.name, str(i.dim), i.geometry.describe(), i.preprocessing.describe(), i.source, i.license) for i in infos
+        ]
+        print_table(TextTable.build("Built-in extractors", columns, rows), stdout_console)

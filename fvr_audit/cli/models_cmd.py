@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from fvr_audit.cli.common import handle_errors, stdout_console
+from fvr_audit.cli.common import handle_errors
+from fvr_audit.cli.console import Align, Column, TextTable, print_table, stdout_console
 
 
 def register(app: typer.Typer) -> None:
@@ -32,20 +32,18 @@ def register(app: typer.Typer) -> None:
             files = [{"file": e.file, "kind": e.kind, "sha256": e.sha256, "size": e.size, "source": e.source} for e in others]
             typer.echo(json.dumps({"reconstructors": rows, "other_files": files}, indent=2))
             return
-        table = Table(title="Trained reconstructors")
-        for column in ("method", "extractor", "training data", "val. cos", "file", "sha256"):
-            table.add_column(column, overflow="fold")
+        rows = []
         for f in recon:
             d = f.details
             trained = f"{d.get('training_images')} photos of {d.get('training_identities')} identities; {d.get('training_data', '')}"
-            table.add_row(
-                f.method, f.extractor, trained, f"{d.get('validation_median_cosine', float('nan')):.3f}",
-                str(f.path.name), f.entry.sha256[:16],
+            rows.append(
+                (
+                    f.method, f.extractor, trained, f"{d.get('validation_median_cosine', float('nan')):.3f}",
+                    str(f.path.name), f.entry.sha256[:16],
+                )
             )
-        stdout_console.print(table)
-        other = Table(title="Other model files")
-        for column in ("file", "kind", "size", "sha256"):
-            other.add_column(column, overflow="fold")
-        for e in others:
-            other.add_row(e.file, e.kind, f"{e.size / 1e6:.1f} MB", e.sha256[:16])
-        stdout_console.print(other)
+        columns = ("method", "extractor", "training data", Column("val. cos", Align.RIGHT), "file", "sha256")
+        print_table(TextTable.build("Trained reconstructors", columns, rows), stdout_console)
+        other_rows = [(e.file, e.kind, f"{e.size / 1e6:.1f} MB", e.sha256[:16]) for e in others]
+        columns = ("file", "kind", Column("size", Align.RIGHT), "sha256")
+        print_table(TextTable.build("Other model files", columns, other_rows), stdout_console)

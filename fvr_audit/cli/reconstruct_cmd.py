@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -90,15 +90,8 @@ def register(app: typer.Typer) -> None:
                 f"{total} of {db.n} vectors -> {attack.name} ({attack.info.access.value}) against {model.name}; "
                 f"output {output}"
             )
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        ) as progress:
-            task = progress.add_task("reconstruct", total=total)
+        with progress_reporter(quiet=quiet) as progress:
+            advance = progress.phase("reconstruct", total)
             run = reconstruct_to_folder(
                 db.vectors,
                 model,
@@ -108,10 +101,10 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 chunk_size=chunk,
                 limit=limit,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=advance,
                 source=str(vectors),
             )
-            progress.update(task, completed=total)
+            advance.update(completed=total)
         records = [r for r in run.manifest.get("targets", []) if r["index"] < total]
         if records and not quiet:
             sims = sorted(r["similarity"] for r in records)

@@ -7,18 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from fvr_audit.cli import options as opt
+from fvr_audit.cli.ci_summary import junit_xml, summary_markdown, summary_table
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.console import print_table
+from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import ExitCode, InputError
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -135,16 +129,28 @@ def register(app: typer.Typer) -> None:
             help="Queries to F the whole scan may send (checks, calibration, attacks, measuring); "
             "what is left after the fixed costs is the eigenfaces attack's, per target.",
         ),
+        summary_md: Optional[Path] = typer.Option(
+            None, "--summary-md", help="Also write the verdict and summary table as Markdown (a CI job summary page)."
+        ),
+        junit: Optional[Path] = typer.Option(
+            None, "--junit", help="Also write JUnit XML, one test per attack x engine at the gate (needs --fail-on-tpr)."
+        ),
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
         from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
         from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
+        from fvr_audit.io.atomic import atomic_write_text, check_writable
 
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
         if output.exists() and not output.is_dir():
             raise InputError(f"{output}: exists and is not a folder; give a folder for the report")
+        if junit is not None and fail_on_tpr is None:
+            raise InputError(f"--junit {junit}: needs --fail-on-tpr, the tpr each gate is tested against")
+        for path in (summary_md, junit):
+            if path is not None:
+                check_writable(path)
         folders = [Path(g) for g in gallery if "=" not in g]
         if len(folders) > 1:
             raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")
@@ -184,22 +190,9 @@ def register(app: typer.Typer) -> None:
         for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
             console.print(f"[yellow]{line}[/]")
 
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=quiet,
-        ) as progress:
-
-            def task(description: str, total: int):
-                task_id = progress.add_task(description, total=total)
-                return lambda step=1: progress.advance(task_id, step)
-
+        with progress_reporter(quiet=quiet) as progress:
             outcome = run_scan(
-                vectors, model, settings, sources, progress=task,
+                vectors, model, settings, sources, progress=progress.phase,
                 on_message=lambda line: None if quiet else typer.echo(line, err=True),
             )
         written = write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
@@ -207,11 +200,15 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(results.to_json())
         if not quiet:
-            console.print(summary_table(results))
+            print_table(summary_table(results), console)
             console.print(f"[bold]verdict: {results.verdict.level.value.upper()}[/] {results.verdict.rule}")
             for note in results.notes:
                 console.print(f"note: {note}")
         typer.echo(f"report: {written.get('html', output / 'results.json')}", err=True)
+        if summary_md is not None:
+            atomic_write_text(summary_md, summary_markdown(results, limit=fail_on_tpr))
+        if junit is not None:
+            atomic_write_text(junit, junit_xml(results, fail_on_tpr))
         if fail_on_tpr is not None:
             exceeded = gate_exceeded(results, fail_on_tpr)
             if exceeded:
@@ -235,27 +232,6 @@ def gate_exceeded(results, limit: float) -> str | None:
         return None
     worst = max(over, key=lambda r: r.tpr)
     return f"{worst.method} under {worst.engine}: tpr {worst.tpr:.3f} at K={worst.k}, N={worst.n} exceeds {limit}"
-
-
-def summary_table(results) -> Table:
-    k = results.settings["gate_k"]
-    table = Table(title=f"Re-identification at top-{k} (largest N per engine); tpr with 95% interval")
-    for column in ("method", "engine", "N", "tpr", "95% CI", "fpr", "no-match", "chance", f"SAR@FMR{results.settings['fmr']:g}"):
-        table.add_column(column, justify="right" if column not in ("method", "engine") else "left")
-    largest = {}
-    for r in results.records:
-        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
-    sar = {(v.method, v.engine): v.sar for v in results.verification}
-    for r in results.records:
-        if r.k != k or r.n != min(results.settings["gate_n"], largest[r.engine]):
-            continue
-        table.add_row(
-            r.method, r.engine, str(r.n), f"{r.tpr:.3f}", f"{r.tpr_ci[0]:.3f}-{r.tpr_ci[1]:.3f}",
-            f"{r.fpr:.3f}", f"{r.no_match:.3f}", f"{r.baseline:.4f}",
-            # no verification row (the random reference: its scores are not cosines) -> a dash, not 0
-            "—" if sar.get((r.method, r.engine)) is None else f"{sar[(r.method, r.engine)]:.3f}",
-        )
-    return table
 
 
 def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:

@@ -8,17 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.progress import Phase, progress_reporter
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -118,9 +111,9 @@ def register(app: typer.Typer) -> None:
             from fvr_audit.extraction import discover_images
 
             count = len(discover_images(faces)[0])
-            with Progress(TextColumn("aligning + embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-                task = bar.add_task("prep", total=count)
-                dataset = prepare_training_data(faces, model, identities=chosen, on_progress=lambda n: bar.advance(task, n))
+            with progress_reporter() as progress:
+                advance = progress.phase("aligning + embedding", count)
+                dataset = prepare_training_data(faces, model, identities=chosen, on_progress=advance)
             dataset.save(work / DATA_FILE)
         if dataset.extractor != model.name:
             raise InputError(f"{data or work / DATA_FILE}: vectors made by {dataset.extractor}, not {model.name}")
@@ -130,18 +123,17 @@ def register(app: typer.Typer) -> None:
         )
         console.print(feature_loss_plan(model, settings))
         start = time.perf_counter()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as bar:
-            tasks: dict[int, int] = {}
+        with progress_reporter() as progress:
+            phases: dict[int, Phase] = {}
 
             def on_step(epoch: int, step: int, steps: int, losses: dict) -> None:
-                if epoch not in tasks:
-                    tasks[epoch] = bar.add_task(f"epoch {epoch + 1}/{settings.epochs}", total=steps, loss="")
+                if epoch not in phases:
+                    phases[epoch] = progress.phase(f"epoch {epoch + 1}/{settings.epochs}", steps)
                 text = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
-                bar.update(tasks[epoch], completed=step, loss=text)
+                phases[epoch].update(completed=step, note=text)
 
             def on_epoch(report) -> None:
-                bar.console.print(
+                progress.log(
                     f"epoch {report.epoch}: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in report.losses.items())
                     + f"; validation median cos(F(R(v)), v) = {report.validation_cosine:.4f} ({report.seconds:.0f} s)"

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from fvr_audit.cli.common import handle_errors, stdout_console
+from fvr_audit.cli.common import handle_errors
+from fvr_audit.cli.console import TextTable, print_table, stdout_console
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -47,11 +48,12 @@ def inspect_command(
     """
     # Imported here so `fvr-audit --help` does not pay for numpy.
     from fvr_audit.vectors.database import load_vectors
-    from fvr_audit.vectors.inspect import render, summarize
+    from fvr_audit.vectors.inspect import summarize, summary_rows
 
     db = load_vectors(file, expected_dim=expected_dim, allow_duplicates=allow_duplicates)
     summary = summarize(db)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        stdout_console.print(render(summary))
+        table = TextTable.build(str(summary["path"]), ("field", "value"), summary_rows(summary), show_header=False)
+        print_table(table, stdout_console)

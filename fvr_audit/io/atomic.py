@@ -52,3 +52,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, file_mode: 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, file_mode: int = 0o600) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"), file_mode=file_mode)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` unless a file can be written at ``path``: call it before long work,
+    so an unwritable output fails in a second with one line, not after an hour with a traceback.
+
+    Tries a real temporary file in the nearest existing folder (permissions alone miss read-only
+    mounts and /proc); creates nothing that stays.
+    """
+    from fvr_audit.errors import InputError
+
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give a file name")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{target}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write there ({exc.strerror or exc})") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from fvr_audit.vectors.checks import scan_rows
 from fvr_audit.vectors.database import VectorDatabase
@@ -77,46 +76,48 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def render(summary: dict[str, Any]) -> Table:
-    """The summary as a two-column rich table."""
-    table = Table(title=summary["path"], show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    table.add_row(
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary as (field, value) rows, for the CLI's table (titled with ``summary["path"]``)."""
+    rows: list[tuple[str, str]] = []
+
+    def add(field: str, value: str) -> None:
+        rows.append((field, value))
+
+    add(
         "vectors", f"{summary['count']} x {summary['dim']} {summary['dtype']} ({summary['format']})"
     )
-    table.add_row("storage", f"{summary['storage']} ({summary['storage_note']})")
+    add("storage", f"{summary['storage']} ({summary['storage_note']})")
     for key, value in summary["metadata"].items():
-        table.add_row(key, str(value))
+        add(key, str(value))
     norms = summary["norms"]
     if norms is not None:
         unit = "yes" if norms["l2_normalised"] else f"no ({norms['rows_not_unit_norm']} rows off unit norm)"
-        table.add_row(
+        add(
             "L2 norms",
             f"min {_fmt(norms['min'])}, median {_fmt(norms['median'])}, max {_fmt(norms['max'])}; "
             f"normalised: {unit}",
         )
     labels = summary["labels"]
     if labels is None:
-        table.add_row("labels", "none (identities unknown)")
+        add("labels", "none (identities unknown)")
     else:
         per = labels["images_per_identity"]
         usable = labels[f"identities_with_{MIN_IMAGES_FOR_GALLERY}_or_more"]
-        table.add_row("identities", str(labels["identities"]))
-        table.add_row("images per identity", f"min {per['min']}, median {per['median']:g}, max {per['max']}")
-        table.add_row(
+        add("identities", str(labels["identities"]))
+        add("images per identity", f"min {per['min']}, median {per['median']:g}, max {per['max']}")
+        add(
             f"identities with >= {MIN_IMAGES_FOR_GALLERY}",
             f"{usable} ({labels['vectors_of_those']} vectors)",
         )
-    table.add_row(
+    add(
         "paths / ids", f"{'yes' if summary['has_paths'] else 'no'} / {'yes' if summary['has_ids'] else 'no'}"
     )
     duplicates = summary["duplicates"]
     if duplicates["count"]:
         earlier, later = duplicates["first_pair"]
-        table.add_row("duplicates", f"{duplicates['count']} (first: row {later} = row {earlier})")
+        add("duplicates", f"{duplicates['count']} (first: row {later} = row {earlier})")
     else:
-        table.add_row("duplicates", "none")
+        add("duplicates", "none")
     for index, warning in enumerate(summary["warnings"] or ["none"]):
-        table.add_row("warnings" if index == 0 else "", warning)
-    return table
+        add("warnings" if index == 0 else "", warning)
+    return rows
