@@ -270,7 +270,7 @@ def test_scan_log_has_progress_lines_and_a_whole_summary_table(gated_scan):
         if record["k"] == 1 and record["n"] == 300:
             line_with(stderr, rf"^{record['method']}\s+{re.escape(record['engine'])}\s+300\s+{record['tpr']:.3f}\s")
     assert "…" not in stderr and "│" not in stderr
-    line_with(stderr, r"^fail-on-tpr: naive under local:")
+    line_with(stderr, r"^fail-on-tpr: naive under (local|system):")
 
 
 def test_scan_junit_has_one_testcase_per_attack_and_engine(gated_scan):
@@ -284,6 +284,7 @@ def test_scan_junit_has_one_testcase_per_attack_and_engine(gated_scan):
     assert sorted(case.get("name") for case in cases) == [
         "naive under local:dlib-resnet128 at K=1, N=300",
         "naive under local:faceres-1024 at K=1, N=300",
+        "naive under system:dlib-resnet128 at K=1, N=300",
     ]
     results = json.loads((folder / "out" / "results.json").read_text())
     for case in cases:
@@ -301,7 +302,7 @@ def test_scan_junit_has_one_testcase_per_attack_and_engine(gated_scan):
         else:
             assert failure is None
     assert int(suite.get("failures")) == sum(case.find("failure") is not None for case in cases) >= 1
-    assert int(suite.get("tests")) == 2
+    assert int(suite.get("tests")) == 3
     properties = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert properties["verdict"] == results["verdict"]["level"] and properties["fail_on_tpr"] == "0"
 

@@ -104,8 +104,9 @@ def test_plain_npy_gets_the_system_figures_and_a_verdict(tmp_path):
     assert results["schema_version"] == 2 and results["database"]["labelled"] is False
     engines = {e["name"]: e for e in results["engines"]}
     assert list(engines) == ["system:dlib-resnet128"] and engines["system:dlib-resnet128"]["gallery_identities"] == 40
-    top1 = {r["method"]: r for r in results["records"] if r["k"] == 1}
-    assert set(top1) == {"naive", "nbnet"} and all(r["n"] == 40 and r["baseline"] == 1 / 40 for r in top1.values())
+    top1 = {r["method"]: r for r in results["records"] if r["k"] == 1 and r["n"] == 40}
+    assert set(top1) == {"naive", "nbnet"} and all(r["baseline"] == 1 / 40 for r in top1.values())
+    assert {r["n"] for r in results["records"]} == {40}  # the default N (50 and up) exceed the 40 rows
     # the shipped generators invert dlib well: F ranks the leaked row first for most targets
     assert top1["naive"]["tpr"] >= 0.7
     sar = {v["method"]: v for v in results["verification"]}
@@ -138,7 +139,7 @@ def test_system_rank_counts_ties_against_the_attacker(tmp_path):
     db = load_vectors(tmp_path / "twin.npy", allow_duplicates=True)
     images = {"copy": np.zeros((2, 200, 200, 3), np.uint8)}
     records, _, _, _ = measure_against_database(
-        db, _Replay(dlib, vectors[[0, 1]]), np.array([0, 1]), images, ks=(1, 2), fmr=0.01, seed=0,
+        db, _Replay(dlib, vectors[[0, 1]]), np.array([0, 1]), images, ks=(1, 2), ns=(), fmr=0.01, seed=0,
         progress=lambda d, t: (lambda n=1: None),
     )
     shares = {r.k: r.tpr for r in records}

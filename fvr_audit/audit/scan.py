@@ -273,7 +273,7 @@ def run_scan(
     # The deployed system itself: F against every row of the leaked database (needs no labels).
     mark = time.perf_counter()
     system_records, system_verification, system_summary, system_queries = measure_against_database(
-        db, extractor, rows, reconstructions, ks=settings.ks, fmr=settings.fmr, seed=settings.seed, progress=progress
+        db, extractor, rows, reconstructions, ks=settings.ks, ns=settings.ns, fmr=settings.fmr, seed=settings.seed, progress=progress
     )
     timings["system_match_seconds"] = time.perf_counter() - mark
     gate_n = settings.gate_n or max(settings.ns)

@@ -29,8 +29,8 @@ from fvr_audit.audit.verdict import SYSTEM_PREFIX
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.metrics.topk import (
     random_baseline,
-    rank_share,
     rows_scoring_at_least,
+    share_in_random_subsets,
     success_attack_rate,
     threshold_at_fmr,
     wilson_interval,
@@ -65,12 +65,15 @@ def measure_against_database(
     reconstructions: Mapping[str, np.ndarray],
     *,
     ks: tuple[int, ...],
+    ns: tuple[int, ...],
     fmr: float,
     seed: int,
     progress: Callable[[str, int], Callable[[int], None]],
 ) -> tuple[list[Record], list[Verification], EngineSummary, dict[str, int]]:
-    """Records (one per method and K, at N = all rows), verification at ``fmr``, the engine's
-    summary, and the queries to F spent per method (one per target: embedding its reconstruction)."""
+    """Records (per method, K, and N: each N of ``ns`` below the database's size, as the expected
+    share over random N-row subsets holding the leaked row, and N = all rows), verification at
+    ``fmr``, the engine's summary, and the queries to F spent per method (one per target:
+    embedding its reconstruction)."""
     engine = system_engine_name(extractor)
     rows = np.asarray(rows, dtype=np.int64)
     n = db.n
@@ -86,15 +89,16 @@ def measure_against_database(
         embedded = extractor.embed(crop_from_canonical(images, extractor.geometry))
         queries[method] = extractor.queries_used - before
         own = np.einsum("td,td->t", embedded, targets)
-        ranks = 1 + _rows_above(db, embedded, own, rows)
-        for k in ks:
-            if k > n:
-                continue
-            share = rank_share(ranks, k)
-            records.append(
-                Record(method, engine, k, n, share, 1.0 - share, 0.0, wilson_interval(share * len(rows), len(rows)),
-                       random_baseline(k, n), len(rows), 1)
-            )
+        rivals = _rows_above(db, embedded, own, rows)
+        for size in sorted({m for m in ns if m < n} | {n}):
+            for k in ks:
+                if k > size:
+                    continue
+                share = share_in_random_subsets(rivals, n - 1, k, size)
+                records.append(
+                    Record(method, engine, k, size, share, 1.0 - share, 0.0,
+                           wilson_interval(share * len(rows), len(rows)), random_baseline(k, size), len(rows), 1)
+                )
         sar = success_attack_rate(own, threshold)
         verification.append(
             Verification(method, engine, fmr, threshold, sar, wilson_interval(sar * len(rows), len(rows)), int(impostors.size))

@@ -244,3 +244,44 @@ def rank_share(ranks: np.ndarray, k: int) -> float:
     """
     ranks = np.asarray(ranks)
     return float(np.mean(ranks <= k)) if ranks.size else 0.0
+
+
+def share_in_random_subsets(rivals: np.ndarray, others: int, k: int, n: int) -> float:
+    """Expected share of queries whose own row is in the top ``k`` of a random ``n``-row subset
+    that holds it, given each query's ``rivals`` (rows, among the ``others`` other rows, that score
+    at least as high as its own row; ties count against the attacker).
+
+    The subset's other ``n - 1`` rows hold X rivals, X hypergeometric (``others`` rows, ``rivals``
+    marked, ``n - 1`` drawn); the own row is in the top ``k`` when X <= k - 1. Exact, with no
+    random draws: the database-side counterpart of :func:`topk_sweep`'s N subsets.
+
+    >>> share_in_random_subsets(np.array([0, 0]), 99, 1, 10)   # always first
+    1.0
+    >>> round(share_in_random_subsets(np.array([1]), 99, 1, 100), 6)   # the one rival is always drawn
+    0.0
+    >>> round(share_in_random_subsets(np.array([1]), 99, 1, 50), 4)    # drawn with probability 49/99
+    0.5051
+    """
+    rivals = np.asarray(rivals, dtype=np.int64)
+    draws = n - 1
+    if draws > others or draws < 0:
+        raise ValueError(f"a subset of {n} rows needs {draws} other rows, the database has {others}")
+    total = 0.0
+    for c in rivals.tolist():
+        total += _hypergeometric_cdf(k - 1, others, int(c), draws)
+    return total / len(rivals) if len(rivals) else 0.0
+
+
+def _hypergeometric_cdf(x: int, population: int, marked: int, draws: int) -> float:
+    """P(X <= x) for X ~ Hypergeometric(population, marked, draws), by log-gamma sums."""
+    lo = max(0, draws - (population - marked))
+    hi = min(x, marked, draws)
+    if hi < lo:
+        return 0.0
+
+    def log_choose(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    denominator = log_choose(population, draws)
+    return float(min(1.0, sum(math.exp(log_choose(marked, i) + log_choose(population - marked, draws - i) - denominator)
+                              for i in range(lo, hi + 1))))
