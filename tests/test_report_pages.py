@@ -111,7 +111,8 @@ def test_long_lists_are_counted_not_printed():
 
     assert num(list(range(CELL_VALUES_MAX))) == ", ".join(str(i) for i in range(CELL_VALUES_MAX))
     assert num(list(range(CELL_VALUES_MAX + 1))) == f"{CELL_VALUES_MAX + 1} values (in results.json)"
-    assert num({"a": [1, 2]}) == "1 entries (in results.json)"
+    assert num({"a": [1, 2]}) == "1 entry (in results.json)"
+    assert num({"gate_k": 1, "gate_n": 600}) == "gate_k: 1, gate_n: 600"
 
 
 def test_similarity_vs_queries_plot_in_section_2(results):

@@ -231,7 +231,7 @@ def num(value) -> str:
         if not value:
             return "—"
         if len(value) > CELL_VALUES_MAX or any(isinstance(v, (Mapping, list, tuple)) for v in value.values()):
-            return f"{len(value)} entries (in results.json)"
+            return f"{len(value)} {'entry' if len(value) == 1 else 'entries'} (in results.json)"
         return ", ".join(f"{k}: {num(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         if not value:
@@ -569,12 +569,13 @@ def _similarity(results: AuditResults, styles: dict) -> Markup | None:
 
 
 def _gallery_layout(
-    images_per_target: int, width_mm: float = 176.0, label_mm: float = 19.0
+    images_per_target: int, width_mm: float = 176.0, label_mm: float = 22.0
 ) -> tuple[int, float]:
     """Targets per gallery row and image side (mm) so that a row fits an A4 page's text width.
+    ``label_mm`` is the name column's width in report.css (``table.gallery th.target``).
 
     >>> _gallery_layout(3), _gallery_layout(1), _gallery_layout(9)
-    ((2, 21.0), (3, 26.0), (1, 15.5))
+    ((2, 20.0), (3, 26.0), (1, 15.0))
     """
     images_per_target = max(1, images_per_target)
     for per_row in (3, 2, 1):
@@ -589,7 +590,8 @@ def _flatten(mapping: Mapping, prefix: str = "") -> list[tuple[str, str]]:
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if key == TRACE_KEY and isinstance(value, (list, tuple)):
-            items.append((name, f"{len(value)} per-target traces: drawn in section 2 (similarity vs queries); values in results.json"))
+            drawn = "drawn in section 2 (similarity vs queries); values in results.json"
+            items.append((name, f"{len(value)} per-target traces: {drawn}"))
         elif isinstance(value, Mapping) and value:
             items += _flatten(value, f"{name}.")
         else:
