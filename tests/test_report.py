@@ -39,6 +39,8 @@ from fvr_audit.report import (
     render_report,
 )
 from fvr_audit.report.formats import PdfFormatter
+from fvr_audit.report.images import THUMBNAIL_SIZE
+from fvr_audit.report.render import FIRST_PAGE_TARGETS
 
 TARGETS = 6
 SECTIONS = (
@@ -51,7 +53,8 @@ SECTIONS = (
     "limitations",
     "gdpr",
 )
-DATA_URI = 'src="data:image/png;base64,'
+#: Every face image in a report: JPEG, or PNG when redacted (lossless, so the blocks stay exact).
+FACE_URI = re.compile(r'src="data:image/(?:jpeg|png);base64,([A-Za-z0-9+/=]+)"')
 
 
 def _images(targets: int = TARGETS, *, originals: bool = True) -> ReportImages:
@@ -91,7 +94,11 @@ def _section(html: str, section_id: str) -> str:
 
 
 def _data_uris(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+    return [base64.b64decode(m) for m in FACE_URI.findall(html)]
+
+
+def _faces(html: str) -> int:
+    return len(FACE_URI.findall(html))
 
 
 # ---------------------------------------------------------------------------------------- HTML
@@ -146,12 +153,15 @@ def test_plots_are_inline_svg_one_per_engine(html):
     assert metric.count('class="r cell gate-cell"') == len(ENGINES) * 4  # one gate cell per method per engine
 
 
-def test_images_are_data_uris(html):
+def test_images_are_small_jpeg_data_uris(html):
     gallery = _section(html, "gallery")
-    assert gallery.count(DATA_URI) == TARGETS * 3  # original + two methods
-    assert html.count(DATA_URI) == TARGETS * 3
-    for png in _data_uris(html):
-        assert png.startswith(b"\x89PNG")
+    assert _faces(gallery) == TARGETS * 3  # original + two methods
+    first_page = min(TARGETS, FIRST_PAGE_TARGETS) * 3
+    assert _section(html, "verdict").count('src="data:image/jpeg;base64,') == first_page
+    assert _faces(html) == TARGETS * 3 + first_page
+    for data in _data_uris(html):
+        assert data.startswith(b"\xff\xd8")  # JPEG
+        assert max(Image.open(io.BytesIO(data)).size) <= THUMBNAIL_SIZE  # stored at the size shown
 
 
 def test_no_images_no_data_uris(results):
@@ -163,8 +173,10 @@ def test_no_images_no_data_uris(results):
 def test_reconstructions_only_when_no_originals(results):
     page = render_html(results, images=_images(originals=False))
     gallery = _section(page, "gallery")
-    assert gallery.count(DATA_URI) == TARGETS * 2
-    assert "original photo" not in gallery
+    assert _faces(gallery) == TARGETS * 2
+    assert "<th>original photo</th>" not in gallery
+    # Page 1 says why there is no original column.
+    assert "No original photos are shown" in _section(page, "verdict")
 
 
 def test_self_contained_no_external_references(html, redacted_html):
@@ -179,13 +191,14 @@ def test_self_contained_no_external_references(html, redacted_html):
 
 def test_redact_pixelates_every_face_and_says_so(html, redacted_html):
     plain, redacted = _data_uris(html), _data_uris(redacted_html)
-    assert len(plain) == len(redacted) == TARGETS * 3
-    block = 200 // REDACT_GRID
+    assert len(plain) == len(redacted) == _faces(html)
+    block = THUMBNAIL_SIZE // REDACT_GRID
     for before, after in zip(plain, redacted):
         assert before != after
+        assert after.startswith(b"\x89PNG")  # lossless: no compression ringing inside a block
         pixels = np.asarray(Image.open(io.BytesIO(after)).convert("RGB"))
         side = pixels.shape[0] // REDACT_GRID
-        assert side in (block, 120 // REDACT_GRID)
+        assert side == block
         # Constant inside every block: no detail finer than the grid survives.
         blocks = pixels.reshape(REDACT_GRID, side, REDACT_GRID, side, 3)
         assert (blocks == blocks[:, :1, :, :1]).all()
@@ -222,7 +235,7 @@ def test_user_strings_are_escaped(results):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<img src="http' not in page and "&lt;img src=" in page
     assert "db$with$dollars&amp;&lt;b&gt;.npz" in page
-    assert page.count("<svg") == len(ENGINES)
+    assert _section(page, "metric-1").count("<svg") == len(ENGINES)
     assert re.search(r"<text[^>]*>eigen\$faces\$ \\ x</text>", page)  # literal legend text, no mathtext
 
 
@@ -377,7 +390,7 @@ def test_images_keyed_by_target_index_not_position(results):
         originals={0: sample_images(1)[0]},  # positions, as a scan collects them
     )
     gallery = _section(render_html(shifted, images=mapped), "gallery")
-    assert "#100 person_0" in gallery and gallery.count(DATA_URI) == TARGETS + 1
+    assert "#100 person_0" in gallery and _faces(gallery) == TARGETS + 1
 
 
 def test_templates_env_override(results, tmp_path, monkeypatch):

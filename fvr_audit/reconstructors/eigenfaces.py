@@ -30,7 +30,7 @@ iterations x batch, +1 for the final scoring when jittering); a target stops ear
 ``target_similarity``, when its similarity plateaus, or when ``query_budget`` is spent.
 
 Settings (``create_eigenfaces(**settings)``; ``preset="paper"`` is the paper's 2,000 iterations
-x batch 64 = 128,000 queries per target, ``preset="fast"`` the demo's quick run).
+x batch 64 = 128,000 queries per target, ``preset="fast"`` a quick run, ``preset="demo"`` the demo's).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class EigenfacesSettings:
 
 #: Named settings. "default": strong, at most 12,800 queries per target (200 x 64; most targets stop
 #: earlier on a plateau); "paper": the paper's method and budget, 2,000 x 64 = 128,000 queries;
-#: "fast": the demo's quick run, at most 40 x 32 + 1 = 1,281 queries.
+#: "fast": a quick run, at most 40 x 32 + 1 = 1,281 queries; "demo": ``fvr-audit demo``'s 129 queries.
 PRESETS: dict[str, dict] = {
     "default": {},
     # The paper's setting, faithfully: best-of-batch, fixed views, no prior, all 2,000 iterations.
@@ -151,6 +151,16 @@ PRESETS: dict[str, dict] = {
         "plateau_iterations": 0,
     },
     "fast": {"iterations": 40, "batch": 32, "step": 12.0, "step_final": 3.0, "plateau_iterations": 15},
+    # ``fvr-audit demo``: 8 x 16 + 1 = 129 queries per target, with large early steps since there
+    # are few of them. It shows the attack at work, not its strength.
+    "demo": {
+        "iterations": 8,
+        "batch": 16,
+        "step": 14.0,
+        "step_final": 4.0,
+        "plateau_iterations": 0,
+        "trace_points": 8,
+    },
 }
 
 
@@ -380,7 +390,7 @@ class _BlobMaker:
 
 def create_eigenfaces(preset: str = "default", **settings) -> EigenfacesReconstructor:
     """Registry factory. ``preset``: "default" (200 x 64 = 12,800 queries per target), "paper"
-    (2,000 x 64 = 128,000, the paper's setting) or "fast" (60 x 32, the demo); keyword settings of
+    (2,000 x 64 = 128,000, the paper's setting), "fast" (40 x 32) or "demo" (8 x 16); keyword settings of
     :class:`EigenfacesSettings` override the preset (``None`` values are ignored)."""
     if preset not in PRESETS:
         raise InputError(f"eigenfaces: unknown preset {preset!r}; use one of {', '.join(PRESETS)}")

@@ -79,7 +79,7 @@ class HtmlFormatter(Formatter):
 class PdfFormatter(Formatter):
     """``report.pdf``: the same HTML, printed on A4 by WeasyPrint, with every outside fetch refused.
 
-    The HTML's PNG data URIs are swapped for short in-memory references before WeasyPrint parses
+    The HTML's image data URIs are swapped for short in-memory references before WeasyPrint parses
     it (its HTML tokenizer crawls through megabytes of base64 otherwise); the fetcher serves
     those references from memory and ``data:`` URIs, and refuses everything else.
     """
@@ -92,28 +92,28 @@ class PdfFormatter(Formatter):
         # WeasyPrint and fontTools log every font subset and unsupported CSS property at INFO/WARNING.
         for name in ("weasyprint", "fontTools"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        images: dict[str, str] = {}
+        images: dict[str, tuple[str, str]] = {}
 
         def swap(match: re.Match) -> str:
-            payload = match.group(1)
+            mime, payload = match.group(1), match.group(2)
             key = f"{IMAGE_SCHEME}:{hashlib.sha256(payload.encode('ascii')).hexdigest()[:32]}"
-            images[key] = payload  # identical images share one key, and one PDF object
+            images[key] = (mime, payload)  # identical images share one key, and one PDF object
             return f'src="{key}"'
 
-        html = _PNG_DATA_URI.sub(swap, document.html)
+        html = _IMAGE_DATA_URI.sub(swap, document.html)
         page = weasyprint.HTML(string=html, base_url=None, url_fetcher=offline_url_fetcher(images))
         return page.write_pdf()
 
 
 #: In-memory image references inside the PDF renderer (never written anywhere).
 IMAGE_SCHEME = "fvr-report-image"
-_PNG_DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+_IMAGE_DATA_URI = re.compile(r'src="data:(image/(?:png|jpeg));base64,([A-Za-z0-9+/=]+)"')
 
 
-def offline_url_fetcher(images: dict[str, str] | None = None):
+def offline_url_fetcher(images: dict[str, tuple[str, str]] | None = None):
     """A WeasyPrint URL fetcher that never reaches the network or the disk.
 
-    It serves ``images`` (reference -> base64 PNG) and ``data:`` URIs, and refuses anything else.
+    It serves ``images`` (reference -> (MIME type, base64 data)) and ``data:`` URIs, and refuses anything else.
     """
     images = dict(images or {})
     try:
@@ -123,7 +123,8 @@ def offline_url_fetcher(images: dict[str, str] | None = None):
 
         def fetch(url: str, *args, **kwargs):
             if url in images:
-                return {"string": base64.b64decode(images[url]), "mime_type": "image/png"}
+                mime, payload = images[url]
+                return {"string": base64.b64decode(payload), "mime_type": mime}
             if url.startswith("data:"):
                 return weasyprint.default_url_fetcher(url, *args, **kwargs)
             raise ValueError(f"report PDF: refusing to fetch {url[:80]!r} (reports are self-contained)")
@@ -133,7 +134,8 @@ def offline_url_fetcher(images: dict[str, str] | None = None):
     class OfflineFetcher(URLFetcher):
         def fetch(self, url, headers=None):
             if url in images:
-                return URLFetcherResponse(url, base64.b64decode(images[url]), {"Content-Type": "image/png"})
+                mime, payload = images[url]
+                return URLFetcherResponse(url, base64.b64decode(payload), {"Content-Type": mime})
             return super().fetch(url, headers)
 
     return OfflineFetcher(allowed_protocols={"data"})

@@ -201,7 +201,7 @@ def _panel(ax, records, methods, styles, metric, axis, fixed) -> None:
     if axis == "n":
         ax.set_xscale("log")
     ax.set_xticks(grid)
-    ax.set_xticklabels([str(x) for x in grid], fontsize=8)
+    ax.set_xticklabels(_spaced_labels(grid, log=axis == "n"), fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("K (top-K returned)" if axis == "k" else "N (enrolled identities)", fontsize=9)
     ax.set_ylim(0, min(1.02, max(0.05, top * 1.12)))
@@ -211,6 +211,31 @@ def _panel(ax, records, methods, styles, metric, axis, fixed) -> None:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+#: On a log axis, a tick label closer than this ratio to the next labelled tick is left blank
+#: (500 and 600 printed "500600").
+LOG_LABEL_MIN_RATIO = 1.5
+
+
+def _spaced_labels(ticks: Sequence[int], *, log: bool) -> list[str]:
+    """Tick labels that do not run into each other; the largest tick (the gate's N) always keeps its own.
+
+    >>> _spaced_labels([50, 100, 500, 600], log=True)
+    ['50', '100', '', '600']
+    >>> _spaced_labels([1, 5, 10, 25], log=False)
+    ['1', '5', '10', '25']
+    """
+    labels = [str(t) for t in ticks]
+    if not log:
+        return labels
+    kept = None
+    for i in range(len(ticks) - 1, -1, -1):
+        if kept is not None and kept / ticks[i] < LOG_LABEL_MIN_RATIO:
+            labels[i] = ""
+        else:
+            kept = ticks[i]
+    return labels
 
 
 def _to_inline_svg(figure: Figure, figure_id: str, label: str) -> str:
@@ -229,3 +254,71 @@ def _to_inline_svg(figure: Figure, figure_id: str, label: str) -> str:
     label = label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     svg = svg.replace("<svg", f'<svg class="plot" role="img" aria-label="{label}"', 1)
     return svg
+
+
+#: Points of the common query grid the per-target traces are resampled on.
+TRACE_GRID_POINTS = 48
+
+
+def trace_quartiles(traces: Sequence[Sequence[Sequence[float]]]) -> tuple[list[float], list[list[float]]] | None:
+    """Per-target ``[[queries, similarity], ...]`` traces -> (query grid, [q25, median, q75] per point).
+
+    Each target's similarity at q is its last traced value at or before q; a target that stopped
+    early (plateau, budget) keeps its last value. The grid starts where every target has a value.
+
+    >>> grid, (low, mid, high) = trace_quartiles([[[10, 0.5], [20, 0.7]], [[10, 0.6], [30, 0.8]]])
+    >>> grid[0], grid[-1], mid[0], mid[-1]
+    (10.0, 30.0, 0.55, 0.75)
+    """
+    import numpy as np
+
+    usable = [sorted((float(q), float(v)) for q, v in t) for t in traces if t]
+    if not usable:
+        return None
+    start = max(t[0][0] for t in usable)
+    end = max(t[-1][0] for t in usable)
+    points = sorted({q for t in usable for q, _ in t if start <= q <= end})
+    if len(points) > TRACE_GRID_POINTS:
+        points = sorted(set(np.quantile(points, np.linspace(0, 1, TRACE_GRID_POINTS)).round().tolist()))
+    grid = np.asarray(points, dtype=float)
+    values = np.empty((len(usable), len(grid)))
+    for i, t in enumerate(usable):
+        qs = np.asarray([q for q, _ in t])
+        vs = np.asarray([v for _, v in t])
+        values[i] = vs[np.clip(np.searchsorted(qs, grid, side="right") - 1, 0, len(vs) - 1)]
+    quartiles = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+    return grid.tolist(), [row.tolist() for row in quartiles]
+
+
+def similarity_svg(traces: dict[str, Sequence], styles: dict[str, MethodStyle], *, figure_id: str) -> str | None:
+    """cos(F(x), v) against queries to F, per attack: the median over targets and its quartile band.
+
+    ``traces`` maps a method to its per-target ``[[queries, similarity], ...]`` traces (the
+    ``trace`` setting the attacks record); methods without a trace are left out.
+    """
+    curves = {m: trace_quartiles(t) for m, t in traces.items()}
+    curves = {m: c for m, c in curves.items() if c is not None}
+    if not curves:
+        return None
+    figure = Figure(figsize=(6.4, 2.6))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    figure.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.2)
+    low_all = 1.0
+    for method, (grid, (low, mid, high)) in curves.items():
+        style = styles.get(method) or MethodStyle("#555555", "-", "o", 1.8, method)
+        ax.fill_between(grid, low, high, color=style.colour, alpha=0.15, linewidth=0)
+        ax.plot(grid, mid, color=style.colour, linestyle=style.linestyle, linewidth=style.linewidth,
+                label=_mpl_text(f"{style.label} (median, quartiles)"))
+        low_all = min(low_all, *low)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries to F per target (gradient: forward/backward passes)", fontsize=8.5)
+    ax.set_ylabel("cos(F(x), v)", fontsize=8.5)
+    ax.set_ylim(max(-1.0, low_all - 0.03), 1.0)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _to_inline_svg(figure, figure_id, "Similarity to the leaked vector against queries to F, per attack")

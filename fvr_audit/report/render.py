@@ -17,7 +17,6 @@ user and are escaped wherever they appear.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import site
@@ -42,8 +41,8 @@ from fvr_audit.audit.verdict import HIGH_TPR
 from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
-from fvr_audit.report.images import REDACT_GRID, ReportImages, png_data_uri
-from fvr_audit.report.plots import method_styles, metric1_svg
+from fvr_audit.report.images import REDACT_GRID, ReportImages, face_data_uri
+from fvr_audit.report.plots import method_styles, metric1_svg, similarity_svg
 
 #: Environment variable naming a folder of templates that override the built-in ones.
 TEMPLATES_ENV = "FVR_AUDIT_TEMPLATES"
@@ -51,6 +50,9 @@ TEMPLATE_NAME = "report.html.j2"
 CSS_NAME = "report.css"
 #: Where a wheel's ``data-files`` put the templates, relative to the install prefix.
 DATA_FILES_SUBDIR = Path("share") / "fvr-audit" / "report_templates"
+
+#: The method settings key holding per-target similarity traces: drawn as a figure, never printed.
+TRACE_KEY = "trace"
 
 LEVEL_LABELS = {
     RiskLevel.HIGH: "High risk",
@@ -201,11 +203,19 @@ def ci(interval: tuple[float, float] | None) -> str:
     return f"{pct(interval[0]).rstrip('%')}–{pct(interval[1])}"
 
 
-def num(value) -> str:
-    """Numbers for people: thousands separators, floats to 4 significant digits.
+#: A table cell lists at most this many values; longer lists (similarity traces, per-target
+#: figures) are counted in the cell and stay in results.json, where a program can read them.
+CELL_VALUES_MAX = 8
 
-    >>> num(1280000), num(0.123456), num(None), num(1e-3)
-    ('1,280,000', '0.1235', '—', '0.001')
+
+def num(value) -> str:
+    """Numbers for people: thousands separators, floats to 4 significant digits; short lists
+    joined, long ones (and nested ones) counted, never dumped into a table cell.
+
+    >>> num(1280000), num(0.123456), num(None), num(1e-3), num([1, 5, 10])
+    ('1,280,000', '0.1235', '—', '0.001', '1, 5, 10')
+    >>> num([[3, 0.85], [64, 0.88]]), num(list(range(20)))
+    ('2 lists (in results.json)', '20 values (in results.json)')
     """
     if value is None:
         return "—"
@@ -217,6 +227,20 @@ def num(value) -> str:
         if value.is_integer() and abs(value) < 1e15:
             return f"{int(value):,}"
         return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        if not value:
+            return "—"
+        if len(value) > CELL_VALUES_MAX or any(isinstance(v, (Mapping, list, tuple)) for v in value.values()):
+            return f"{len(value)} {'entry' if len(value) == 1 else 'entries'} (in results.json)"
+        return ", ".join(f"{k}: {num(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "—"
+        if any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            return f"{len(value)} {'list' if len(value) == 1 else 'lists'} (in results.json)"
+        if len(value) > CELL_VALUES_MAX:
+            return f"{len(value)} values (in results.json)"
+        return ", ".join(num(v) for v in value)
     return str(value)
 
 
@@ -254,6 +278,7 @@ def report_context(
     for record in results.records:
         if record.engine not in engines:
             engines.append(record.engine)
+    gallery = _gallery(results, images, methods, redact)
     return {
         "title": "Face feature-vector re-identification risk report",
         "tool": {"name": "fvr-audit", "version": results.tool_version},
@@ -271,7 +296,10 @@ def report_context(
         ],
         "same_class": _same_class(results, engines),
         "verification": _verification(results),
-        "gallery": _gallery(results, images, methods, redact),
+        "gallery": gallery,
+        "first_faces": _first_faces(results, gallery, FIRST_PAGE_TARGETS),
+        "no_originals_reason": _no_originals_reason(results, images),
+        "similarity_svg": _similarity(results, styles),
         "provenance": _provenance(results),
     }
 
@@ -457,7 +485,7 @@ def _verification(results: AuditResults) -> list:
 
 def _gallery(results: AuditResults, images: ReportImages | None, methods: list[str], redact: bool) -> dict:
     if not images:
-        return {"columns": [], "rows": [], "has_originals": False, "per_row": 1, "face_mm": 0}
+        return {"columns": [], "targets": [], "rows": [], "has_originals": False, "per_row": 1, "face_mm": 0}
     has_originals = bool(images.originals)
     image_methods = [m for m in methods if m in images.reconstructions]
     image_methods += [m for m in images.methods() if m not in image_methods]
@@ -476,16 +504,17 @@ def _gallery(results: AuditResults, images: ReportImages | None, methods: list[s
         cells = []
         if has_originals:
             original = images.originals.get(index)
-            cells.append(png_data_uri(original, redact=redact) if original is not None else None)
+            cells.append(face_data_uri(original, redact=redact) if original is not None else None)
         for method in image_methods:
             image = images.reconstructions[method].get(index)
-            cells.append(png_data_uri(image, redact=redact) if image is not None else None)
+            cells.append(face_data_uri(image, redact=redact) if image is not None else None)
         targets.append({"label": label, "cells": cells})
     columns = (["original photo"] if has_originals else []) + image_methods
     per_row, face_mm = _gallery_layout(len(columns))
     rows = [targets[i : i + per_row] for i in range(0, len(targets), per_row)]
     return {
         "columns": columns,
+        "targets": targets,
         "rows": rows,
         "has_originals": has_originals,
         "per_row": per_row,
@@ -493,13 +522,60 @@ def _gallery(results: AuditResults, images: ReportImages | None, methods: list[s
     }
 
 
+#: Targets shown on the first page, beside their reconstructions (the rest are in section 5).
+FIRST_PAGE_TARGETS = 3
+
+
+def _first_faces(results: AuditResults, gallery: dict, count: int) -> dict:
+    """The first ``count`` targets in sample order (not picked by result), every column of the gallery.
+
+    The images are the gallery's own data URIs: the PDF embeds each image once.
+    """
+    shown = gallery["targets"][:count]
+    return {
+        "columns": gallery["columns"],
+        "targets": shown,
+        "strongest": results.verdict.method,
+        "total": len(gallery["targets"]),
+    }
+
+
+def _no_originals_reason(results: AuditResults, images: ReportImages | None) -> str | None:
+    """Why the report has no original-photo column, in words (None when it has one)."""
+    if images and images.originals:
+        return None
+    settings = results.settings
+    if settings.get("images_root"):
+        return (
+            f"The original photos could not be shown: none of the targets' photos was found and aligned "
+            f"under the photo folder given ({settings['images_root']}), or the database records no photo paths."
+        )
+    return (
+        "No original photos are shown: this audit was given the vectors only (no photo folder or "
+        "--images-root), and the engines' galleries are vectors, so neither the target's photo nor "
+        "the engine's top match can be displayed."
+    )
+
+
+def _similarity(results: AuditResults, styles: dict) -> Markup | None:
+    """The similarity-vs-queries figure of the attacks that record a trace (section 2)."""
+    traces = {
+        m.name: m.settings[TRACE_KEY]
+        for m in results.methods
+        if isinstance(m.settings.get(TRACE_KEY), (list, tuple)) and m.settings[TRACE_KEY]
+    }
+    svg = similarity_svg(traces, styles, figure_id="fvr-similarity") if traces else None
+    return Markup(svg) if svg else None
+
+
 def _gallery_layout(
-    images_per_target: int, width_mm: float = 176.0, label_mm: float = 19.0
+    images_per_target: int, width_mm: float = 176.0, label_mm: float = 22.0
 ) -> tuple[int, float]:
     """Targets per gallery row and image side (mm) so that a row fits an A4 page's text width.
+    ``label_mm`` is the name column's width in report.css (``table.gallery th.target``).
 
     >>> _gallery_layout(3), _gallery_layout(1), _gallery_layout(9)
-    ((2, 21.0), (3, 26.0), (1, 15.5))
+    ((2, 20.0), (3, 26.0), (1, 15.0))
     """
     images_per_target = max(1, images_per_target)
     for per_row in (3, 2, 1):
@@ -513,14 +589,11 @@ def _flatten(mapping: Mapping, prefix: str = "") -> list[tuple[str, str]]:
     items = []
     for key, value in mapping.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
+        if key == TRACE_KEY and isinstance(value, (list, tuple)):
+            drawn = "drawn in section 2 (similarity vs queries); values in results.json"
+            items.append((name, f"{len(value)} per-target traces: {drawn}"))
+        elif isinstance(value, Mapping) and value:
             items += _flatten(value, f"{name}.")
-        elif isinstance(value, (list, tuple)):
-            items.append(
-                (name, ", ".join(num(v) if not isinstance(v, (dict, list)) else json.dumps(v) for v in value))
-            )
-        elif isinstance(value, Mapping):
-            items.append((name, "—"))
         else:
             items.append((name, num(value)))
     return items
@@ -542,10 +615,15 @@ def _provenance(results: AuditResults) -> dict:
                 str(key),
                 seconds(value)
                 if isinstance(value, (int, float)) and "second" in str(key)
-                else (num(value) if not isinstance(value, Mapping) else json.dumps(value)),
+                else num(value),
             )
         )
-    timing_items += [(f"method {m.name}", seconds(m.seconds)) for m in results.methods]
+    # An attack's own time, unless the scan's timings already hold its phase.
+    timing_items += [
+        (f"method {m.name}", seconds(m.seconds))
+        for m in results.methods
+        if f"reconstruct_{m.name}_seconds" not in results.timings
+    ]
     return {
         "settings": _flatten(results.settings),
         "method_settings": [(m.name, _flatten(m.settings)) for m in results.methods if m.settings],
