@@ -179,6 +179,10 @@ class WhiteBox(abc.ABC):
     interpreter of its graph (checked against onnxruntime first).
     """
 
+    #: One line saying how the white box was checked (an ONNX graph's interpreter against
+    #: onnxruntime), once it was; None for models whose torch form is the reference itself.
+    white_box_check: str | None = None
+
     @abc.abstractmethod
     def torch_forward(self) -> Callable[[Any], Any]:
         """A function from a preprocessed float32 torch batch (what ``info.preprocessing`` makes of
