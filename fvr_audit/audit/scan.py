@@ -27,7 +27,7 @@ from fvr_audit.audit.results import (
     Target,
     Verification,
 )
-from fvr_audit.audit.verdict import decide_verdict
+from fvr_audit.audit.verdict import check_gate, decide_verdict
 from fvr_audit.engines.base import Gallery
 from fvr_audit.engines.local import LocalEngine
 from fvr_audit.engines.registry import DEFAULT_ENGINES, create_engine
@@ -142,7 +142,7 @@ def run_scan(
             f"{db.path}: no 'labels' array; re-identification is measured against each target's "
             "true identity, so the database needs labels (fvr-audit extract writes them from identity folders)"
         )
-    _check_settings(settings)
+    check_settings(settings)
     adapter = _calibration_adapter(settings, extractor, notes, progress)
     reconstructors = _reconstructors(settings, extractor, notes, adapter)
 
@@ -271,15 +271,15 @@ def run_scan(
     return ScanOutput(results, reconstructions, _original_images(db, rows, sources))
 
 
-def _check_settings(settings: ScanSettings) -> None:
+def check_settings(settings: ScanSettings) -> None:
+    """Settings that cannot work are usage errors, found before any work (the CLI calls this first)."""
     if settings.sample < 1:
         raise InputError(f"--sample {settings.sample}: must be at least 1")
     if not settings.ks or min(settings.ks) < 1:
         raise InputError(f"--k {list(settings.ks)}: every K must be a positive whole number")
     if not settings.ns or min(settings.ns) < 2:
         raise InputError(f"--n {list(settings.ns)}: every N must be at least 2 identities")
-    if settings.gate_k not in settings.ks:
-        raise InputError(f"--gate-k {settings.gate_k}: must be one of the evaluated K values {list(settings.ks)}")
+    check_gate(settings.gate_k, settings.gate_n, settings.ks, settings.ns)
     if settings.draws < 1:
         raise InputError(f"--draws {settings.draws}: must be at least 1")
     if not 0 < settings.fmr < 1:
@@ -348,7 +348,13 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
     unknown = set(sources.files) - {e.name for e in engines} - set(specs)
     if unknown:
         raise InputError(f"--gallery {sorted(unknown)[0]}=...: no such engine in --engine {','.join(specs)}")
-    folder_galleries = _embed_gallery_folder(sources.folder, engines, progress) if sources.folder else {}
+    # Without 'paths' a target's own photo in the folder can only be recognised by content: the
+    # folder is then also embedded by F, and a photo whose F vector is the database row's is that row.
+    by_content = extractor if sources.folder and db.paths is None else None
+    folder_galleries, folder_rows = (
+        _embed_gallery_folder(sources.folder, engines, progress, db=db, extractor=by_content)
+        if sources.folder else ({}, None)
+    )
     states = []
     for spec, engine in zip(specs, engines):
         is_f = engine.extractor.name == extractor.name and engine.extractor.info.sha256 == extractor.info.sha256
@@ -369,7 +375,7 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
             )
             states.append(_EngineState(spec, engine, is_f, gallery, "file"))
         elif engine.name in folder_galleries:
-            states.append(_EngineState(spec, engine, is_f, folder_galleries[engine.name], "folder"))
+            states.append(_EngineState(spec, engine, is_f, folder_galleries[engine.name], "folder", row_ids=folder_rows))
         elif is_f:
             gallery = Gallery(
                 db.vectors, np.asarray(db.labels).astype(str),
@@ -385,22 +391,34 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
     return states
 
 
-def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]:
+#: Cosine at or above which a gallery photo's F vector is taken for a database row's own vector:
+#: the same photo through the same extractor (photos of one person rarely pass 0.95).
+SAME_PHOTO_COSINE = 0.999
+
+
+def _embed_gallery_folder(
+    folder: Path, engines, progress, *, db: VectorDatabase | None = None, extractor: Extractor | None = None
+) -> tuple[dict[str, Gallery], np.ndarray | None]:
+    """Each engine's gallery from the folder; with ``extractor`` (F), also the database row each
+    photo is, by content (-1: none), for databases without 'paths'."""
     from fvr_audit.alignment.aligner import NoFacePolicy
     from fvr_audit.extraction import discover_images, embed_records
 
     records, labelled = discover_images(folder)
     if not labelled:
         raise InputError(f"{folder}: a gallery needs identity folders (DIR/<identity>/<image>), not a flat folder")
+    models = list({e.extractor.name: e.extractor for e in engines}.values())
+    if extractor is not None and extractor.name not in {m.name for m in models}:
+        models.append(extractor)
     run = embed_records(
-        records, [e.extractor for e in engines], no_face=NoFacePolicy.SKIP,
+        records, models, no_face=NoFacePolicy.SKIP,
         on_progress=progress(f"embed gallery {folder}", len(records)),
     )
     kept = [records[i] for i in run.kept]
     labels = np.array([r.label for r in kept])
     paths = np.array([r.relative for r in kept])
     skipped = len(records) - len(kept)
-    return {
+    galleries = {
         e.name: Gallery(
             run.vectors[e.extractor.name], labels,
             f"photos in {folder} embedded by {e.extractor.name} ({len(kept)} faces"
@@ -409,12 +427,37 @@ def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]
         )
         for e in engines
     }
+    rows = None if extractor is None or db is None else _rows_by_content(db, run.vectors[extractor.name])
+    return galleries, rows
+
+
+def _rows_by_content(db: VectorDatabase, photos: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """For each photo's F vector, the database row holding the same vector (cosine >= SAME_PHOTO_COSINE), or -1.
+
+    >>> db = VectorDatabase(Path("db.npy"), np.eye(3, dtype=np.float32))
+    >>> _rows_by_content(db, np.array([[0, 1, 0], [1, 1, 0]], np.float32)).tolist()
+    [1, -1]
+    """
+    photos = l2_normalize(np.asarray(photos, np.float32))
+    best = np.full(len(photos), -np.inf, np.float32)
+    rows = np.full(len(photos), -1, np.int64)
+    for lo in range(0, db.n, chunk):  # chunked: a database may hold millions of rows
+        block = l2_normalize(np.asarray(db.vectors[lo : lo + chunk], np.float32))
+        scores = photos @ block.T
+        if scores.size == 0:
+            continue
+        top = scores.argmax(axis=1)
+        value = scores[np.arange(len(photos)), top]
+        better = value > best
+        best[better], rows[better] = value[better], lo + top[better]
+    rows[best < SAME_PHOTO_COSINE] = -1
+    return rows
 
 
 def _own_entry(state: _EngineState, db: VectorDatabase, row: int) -> np.ndarray:
     """Mask of the gallery entries that are the target's own photo (to hold out)."""
     gallery = state.gallery
-    if state.kind == "database":
+    if state.row_ids is not None:  # the database itself, or a folder matched by content
         return state.row_ids == row
     if gallery.paths is not None and db.paths is not None:
         return gallery.paths == str(db.paths[row])
@@ -430,8 +473,9 @@ def _sample_targets(db: VectorDatabase, engines: list[_EngineState], settings: S
         count_of = dict(zip(names.tolist(), counts.tolist()))
         in_gallery = np.array([count_of.get(label, 0) for label in labels])
         own = np.zeros(db.n, int)
-        if state.kind == "database":
-            own[:] = 1
+        if state.row_ids is not None:
+            matched = state.row_ids[state.row_ids >= 0]
+            own = np.bincount(matched, minlength=db.n)[: db.n]
         elif state.gallery.paths is not None and db.paths is not None:
             own = np.isin(np.asarray(db.paths).astype(str), state.gallery.paths).astype(int)
         eligible &= in_gallery - own >= 1
@@ -455,6 +499,11 @@ def _hold_out_targets(state: _EngineState, db: VectorDatabase, rows: np.ndarray)
     state.gallery = state.gallery.without(mask)
     if state.row_ids is not None:
         state.row_ids = state.row_ids[~mask]
+    if state.kind == "folder" and state.row_ids is not None:
+        state.notes.append(
+            f"{int(mask.sum())} gallery photos held out as targets' own photos, found by content (an identical "
+            "vector under F) because the database has no 'paths'"
+        )
 
 
 def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) -> np.ndarray | None:
@@ -475,7 +524,7 @@ def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) ->
         from fvr_audit.alignment.aligner import NoFacePolicy
         from fvr_audit.extraction.pipeline import align_paths
 
-        paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+        paths = _photos_under_root(sources.images_root, db, rows)
         crops = []
         for path, face in zip(paths, align_paths(paths, [state.engine.info.geometry], no_face=NoFacePolicy.CENTER)):
             if not face.status.usable:
@@ -485,13 +534,30 @@ def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) ->
     return None
 
 
+def _photos_under_root(root: Path, db, rows) -> list[str]:
+    """The targets' photos, ``--images-root`` joined with each row's path; a path that leads
+    outside the root (``../``, an absolute path, a link) is refused: it would be read and shown."""
+    base = Path(root).resolve()
+    photos = []
+    for row in rows:
+        relative = str(db.paths[row])
+        photo = (base / relative).resolve()
+        if not photo.is_relative_to(base):
+            raise InputError(
+                f"{db.path}: 'paths' row {int(row)} ({relative!r}) leads outside --images-root {root}; "
+                "paths must be relative to that folder"
+            )
+        photos.append(str(photo))
+    return photos
+
+
 def _original_images(db, rows, sources: GallerySources) -> dict[int, np.ndarray]:
     if sources.images_root is None or db.paths is None:
         return {}
     from fvr_audit.alignment.aligner import NoFacePolicy
     from fvr_audit.extraction.pipeline import align_paths
 
-    paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+    paths = _photos_under_root(sources.images_root, db, rows)
     return {
         position: face.crops[0]
         for position, face in enumerate(align_paths(paths, [CANONICAL_GEOMETRY], no_face=NoFacePolicy.CENTER))

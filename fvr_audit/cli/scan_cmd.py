@@ -123,16 +123,20 @@ def register(app: typer.Typer) -> None:
         calibration: Optional[Path] = typer.Option(
             None, "--calibration", help="Face photos to map F's vectors into dlib-resnet128 space when F has no trained reconstructor."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Write into a non-empty -o folder, replacing an earlier run's outputs (other files are kept)."
+        ),
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
-        from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
+        from fvr_audit.audit.scan import GallerySources, ScanSettings, check_settings, run_scan
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.outputs import check_output_folder
 
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
-        if output.exists() and not output.is_dir():
-            raise InputError(f"{output}: exists and is not a folder; give a folder for the report")
+        # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
+        check_output_folder(output, owned=owned_outputs(), overwrite=overwrite)
         folders = [Path(g) for g in gallery if "=" not in g]
         if len(folders) > 1:
             raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")
@@ -152,6 +156,7 @@ def register(app: typer.Typer) -> None:
             model_dirs=tuple(models),
             calibration=calibration,
         )
+        check_settings(settings)
         sources = GallerySources(
             folder=folders[0] if folders else None,
             files=parse_assignments([g for g in gallery if "=" in g], "--gallery"),
@@ -196,21 +201,10 @@ def register(app: typer.Typer) -> None:
 
 
 def gate_exceeded(results, limit: float) -> str | None:
-    """Why the CI gate fails (an attack's tpr at the verdict's K and N above ``limit``), or None."""
-    from fvr_audit.audit.results import REFERENCE_METHODS
+    """Why the CI gate fails (an attack's tpr at the gate above ``limit``, or no attack measured there), or None."""
+    from fvr_audit.audit.verdict import gate_failure
 
-    largest = {}
-    for r in results.records:
-        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
-    k, n = results.settings["gate_k"], results.settings["gate_n"]
-    over = [
-        r for r in results.records
-        if r.method not in REFERENCE_METHODS and r.k == k and r.n == min(n, largest[r.engine]) and r.tpr > limit
-    ]
-    if not over:
-        return None
-    worst = max(over, key=lambda r: r.tpr)
-    return f"{worst.method} under {worst.engine}: tpr {worst.tpr:.3f} at K={worst.k}, N={worst.n} exceeds {limit}"
+    return gate_failure(results.records, results.settings["gate_k"], results.settings["gate_n"], limit)
 
 
 def summary_table(results) -> Table:
@@ -218,13 +212,10 @@ def summary_table(results) -> Table:
     table = Table(title=f"Re-identification at top-{k} (largest N per engine); tpr with 95% interval")
     for column in ("method", "engine", "N", "tpr", "95% CI", "fpr", "no-match", "chance", f"SAR@FMR{results.settings['fmr']:g}"):
         table.add_column(column, justify="right" if column not in ("method", "engine") else "left")
-    largest = {}
-    for r in results.records:
-        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
+    from fvr_audit.audit.verdict import gate_records
+
     sar = {(v.method, v.engine): v.sar for v in results.verification}
-    for r in results.records:
-        if r.k != k or r.n != min(results.settings["gate_n"], largest[r.engine]):
-            continue
+    for r in gate_records(results.records, k, results.settings["gate_n"], attacks_only=False):
         table.add_row(
             r.method, r.engine, str(r.n), f"{r.tpr:.3f}", f"{r.tpr_ci[0]:.3f}-{r.tpr_ci[1]:.3f}",
             f"{r.fpr:.3f}", f"{r.no_match:.3f}", f"{r.baseline:.4f}",
@@ -234,11 +225,38 @@ def summary_table(results) -> Table:
     return table
 
 
-def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
-    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic."""
-    from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+def owned_outputs() -> tuple[str, ...]:
+    """The entries of an output folder that a scan writes (and replaces with --overwrite)."""
+    try:
+        from fvr_audit.report.formats import FORMATTERS
 
-    output.mkdir(parents=True, exist_ok=True)
+        reports = tuple(dict.fromkeys(f.filename for f in FORMATTERS.values()))
+    except ImportError:
+        reports = ()
+    return tuple(dict.fromkeys(("results.json", *reports, "report.html", "report.pdf", "reconstructions")))
+
+
+def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
+    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic.
+
+    An earlier run's outputs in ``output`` are removed first (a stale report.pdf or a PNG of another
+    target must not pass for this run's); anything else in the folder is left alone.
+    """
+    try:
+        return _write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
+    except OSError as error:  # a disk filled or a permission changed during the scan
+        where = error.filename or output
+        raise InputError(f"{where}: cannot write the outputs ({error.strerror or error})") from None
+
+
+def _write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
+    from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+    from fvr_audit.io.outputs import clear_owned, private_mkdir
+
+    if output.is_symlink():
+        raise InputError(f"{output}: is a symbolic link; give a real folder for the outputs")
+    private_mkdir(output)
+    clear_owned(output, owned_outputs())
     written: dict[str, Path] = {}
     for method, images in outcome.reconstructions.items():
         for target, image in zip(outcome.results.targets, images):
