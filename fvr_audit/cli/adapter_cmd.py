@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"{calibration}: not a folder of face photos")
         options = extractor_options
         source_model = get_extractor(extractor, options)
+        opt.announce(source_model)
         target_model = get_extractor(target)
         if source_model.name == target_model.name:
             raise InputError(f"--target {target}: the same extractor as --extractor; no adapter is needed")

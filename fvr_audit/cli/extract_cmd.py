@@ -49,8 +49,7 @@ def register(app: typer.Typer) -> None:
         records, labelled = discover_images(images)
         options = extractor_options
         model = get_extractor(extractor, options)
-        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
-            console.print(f"[yellow]{line}[/]")
+        opt.announce(model)
         if not quiet:
             console.print(
                 f"{len(records)} images ({'identity folders' if labelled else 'flat folder, no labels'}) -> "

@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--chunk {chunk}: must be at least 1")
         options = extractor_options
         model = get_extractor(extractor, options)
+        opt.announce(model)
         attack = build_reconstructor(
             method,
             preset=preset,

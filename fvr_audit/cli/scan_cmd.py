@@ -165,8 +165,7 @@ def register(app: typer.Typer) -> None:
         )
         options = extractor_options
         model = get_extractor(extractor, options)
-        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
-            console.print(f"[yellow]{line}[/]")
+        opt.announce(model)
 
         with Progress(
             TextColumn("[progress.description]{task.description}"),

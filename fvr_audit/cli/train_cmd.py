@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         options = extractor_options
         model = get_extractor(extractor, options)
+        opt.announce(model)
         work = work or Path(f"fvr-train-{method}-{model.name.replace('/', '_')}")
         if (work / "checkpoint.pt").exists() and not resume:
             raise InputError(f"{work}: holds a training run already; pass --resume, or choose another --work folder")
