@@ -45,6 +45,7 @@ import numpy as np
 from fvr_audit import __version__
 from fvr_audit.errors import InputError, ServiceError
 from fvr_audit.extractors.base import (
+    MAX_INPUT_SIDE,
     AlignmentTemplate,
     ChannelOrder,
     Extractor,
@@ -326,6 +327,8 @@ class HttpEndpointExtractor(Extractor):
             raise InputError(
                 f"{label}: --input-size must be a positive number of pixels, got {opts.input_size}"
             )
+        if opts.input_size is not None and opts.input_size > MAX_INPUT_SIDE:
+            raise InputError(f"{label}: --input-size {opts.input_size}: at most {MAX_INPUT_SIDE} px per side")
         if opts.padding is not None and not (math.isfinite(opts.padding) and opts.padding >= 0):
             raise InputError(f"{label}: --padding must be 0 or more, got {opts.padding:g}")
         if opts.timeout is not None and not (math.isfinite(opts.timeout) and opts.timeout > 0):

@@ -127,13 +127,16 @@ class RidgeAdapter:
 
     @classmethod
     def load(cls, path: Path) -> RidgeAdapter:
+        from fvr_audit.io.npz import load_npz
+
+        what = "an fvr-audit adapter file (from `fvr-audit adapter`)"
+        d = load_npz(path, ("meta", "numbers", "weights", "source_mean", "target_mean"), what=what)
         try:
-            with np.load(path, allow_pickle=False) as d:
-                source, target, sha = (str(s) for s in d["meta"])
-                lam, cv, fit, samples, identities = d["numbers"].tolist()
-                return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit, int(samples), int(identities))
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: not an fvr-audit adapter file ({exc})") from exc
+            source, target, sha = (str(s) for s in d["meta"])
+            lam, cv, fit, samples, identities = d["numbers"].tolist()
+            return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit, int(samples), int(identities))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: not {what} ({exc})") from None
 
 
 def fit_adapter_from_photos(folder: Path, source_extractor, target_extractor, *, on_progress=None) -> RidgeAdapter:

@@ -145,18 +145,18 @@ class TrainingData:
 
     @classmethod
     def load(cls, path: Path) -> TrainingData:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(
-                    faces=data["faces"],
-                    vectors=data["vectors"].astype(np.float32),
-                    labels=data["labels"],
-                    source=str(data["source"]),
-                    extractor=str(data["extractor"]),
-                    extractor_sha256=str(data["extractor_sha256"]),
-                )
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: not a training-data file ({exc})") from exc
+        from fvr_audit.io.npz import load_npz
+
+        keys = ("faces", "vectors", "labels", "source", "extractor", "extractor_sha256")
+        data = load_npz(path, keys, what="a training-data file (training-data.npz of `fvr-audit train`)")
+        return cls(
+            faces=data["faces"],
+            vectors=data["vectors"].astype(np.float32),
+            labels=data["labels"],
+            source=str(data["source"]),
+            extractor=str(data["extractor"]),
+            extractor_sha256=str(data["extractor_sha256"]),
+        )
 
 
 def prepare_training_data(
