@@ -41,7 +41,7 @@ from fvr_audit.metrics.topk import (
     topk_sweep,
     wilson_interval,
 )
-from fvr_audit.reconstructors.registry import available_reconstructors, get_reconstructor
+from fvr_audit.reconstructors.registry import available_reconstructors, check_method_settings, get_reconstructor
 from fvr_audit.vectors import VectorDatabase, load_vectors
 
 #: Gallery vectors used as impostor probes to set the verification threshold.
@@ -280,6 +280,7 @@ def check_settings(settings: ScanSettings) -> None:
     if not settings.ns or min(settings.ns) < 2:
         raise InputError(f"--n {list(settings.ns)}: every N must be at least 2 identities")
     check_gate(settings.gate_k, settings.gate_n, settings.ks, settings.ns)
+    check_method_settings(settings.method_settings, settings.methods)
     if settings.draws < 1:
         raise InputError(f"--draws {settings.draws}: must be at least 1")
     if not 0 < settings.fmr < 1:

@@ -27,10 +27,12 @@ def register(app: typer.Typer) -> None:
         """Fit a ridge map from F's vectors to the target extractor's on calibration photos (for `reconstruct --adapter`)."""
         from fvr_audit.extraction import discover_images
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.outputs import check_output_file
         from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
 
         if not calibration.is_dir():
             raise InputError(f"{calibration}: not a folder of face photos")
+        check_output_file(output)  # before the calibration work
         options = extractor_options
         source_model = get_extractor(extractor, options)
         opt.announce(source_model)

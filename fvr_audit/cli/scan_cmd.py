@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
         # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
-        check_output_folder(output, owned=owned_outputs(), overwrite=overwrite)
+        check_output_folder(output, overwrite=overwrite)
         folders = [Path(g) for g in gallery if "=" not in g]
         if len(folders) > 1:
             raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")

@@ -76,9 +76,8 @@ def check_output_file(path: str | os.PathLike[str]) -> None:
     _probe_writable(_nearest_existing(path.parent), path)
 
 
-def check_output_folder(path: str | os.PathLike[str], *, owned: Iterable[str] = (), overwrite: bool = False) -> None:
-    """An output folder can be written, and writing it mixes nothing: it is new, empty, or ``overwrite``
-    is given (then only the ``owned`` entries will be replaced; see :func:`clear_owned`).
+def check_writable_folder(path: str | os.PathLike[str]) -> None:
+    """A folder that outputs will be written into exists or can be created, and accepts files.
 
     A symbolic link as the folder is refused: outputs hold biometric data, and a planted link
     would send them elsewhere.
@@ -86,19 +85,24 @@ def check_output_folder(path: str | os.PathLike[str], *, owned: Iterable[str] = 
     path = Path(path)
     if path.is_symlink():
         raise InputError(f"{path}: is a symbolic link; give a real folder for the outputs")
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"{path}: exists and is not a folder; give a folder for the outputs")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; give a folder for the outputs")
+    _probe_writable(path if path.exists() else _nearest_existing(path), path)
+
+
+def check_output_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """:func:`check_writable_folder`, and writing it mixes nothing: the folder is new, empty, or
+    ``overwrite`` is given (then the caller replaces only what it owns; see :func:`clear_owned`)."""
+    path = Path(path)
+    check_writable_folder(path)
+    if path.is_dir() and not overwrite:
         entries = sorted(entry.name for entry in path.iterdir())
-        if entries and not overwrite:
+        if entries:
             shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
             raise InputError(
                 f"{path}: not empty (holds {shown}); writing into it would mix two runs: choose a new "
                 "folder, or pass --overwrite to replace the outputs of the earlier run"
             )
-        _probe_writable(path, path)
-    else:
-        _probe_writable(_nearest_existing(path), path)
 
 
 def clear_owned(path: str | os.PathLike[str], owned: Iterable[str]) -> list[str]:

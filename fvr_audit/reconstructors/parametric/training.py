@@ -560,7 +560,7 @@ def export_onnx(generator, dim: int, path: Path) -> None:
     got = session.run(None, {"vector": example.numpy()})[0]
     if not np.allclose(got, expected, atol=0.05):
         raise RuntimeError(f"ONNX export differs from torch (max abs {np.abs(got - expected).max():.3g})")
-    atomic_write_bytes(path, data, file_mode=0o644)
+    atomic_write_bytes(path, data)  # 0600: the weights are fitted to the training faces
 
 
 __all__ = [
