@@ -137,6 +137,7 @@ def run_scan(
             f"{db.path}: vectors have dimension {db.dim} but extractor {extractor.name} produces "
             f"{extractor.dim}-dimensional vectors; give the extractor that made these vectors"
         )
+    db.check_made_by(extractor.name)
     if not db.has_labels:
         raise InputError(
             f"{db.path}: no 'labels' array; re-identification is measured against each target's "

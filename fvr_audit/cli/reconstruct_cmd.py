@@ -81,10 +81,7 @@ def register(app: typer.Typer) -> None:
         if reason:
             raise InputError(f"{method}: {reason}")
         db = load_vectors(vectors, expected_dim=model.dim, extractor_name=model.name, allow_duplicates=True)
-        if db.extractor and db.extractor != model.name:
-            raise InputError(
-                f"{vectors}: made by {db.extractor}, not {model.name}; reconstruct with --extractor {db.extractor}"
-            )
+        db.check_made_by(model.name)
         for warning in db.warnings:
             if not quiet:
                 console.print(f"[yellow]warning:[/] {warning}")
