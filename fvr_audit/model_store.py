@@ -100,6 +100,15 @@ def _verified(path: str, sha256: str, mtime_ns: int, size: int) -> bool:
     return sha256_file(path) == sha256
 
 
+def file_status(file: str, entry: ModelEntry, directory: Path | None = None) -> str:
+    """``"ok"``, ``"missing"`` or ``"altered"``: whether the file on disk is the one its manifest lists."""
+    path = (directory or models_dir()) / file
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    return "ok" if _verified(str(path), entry.sha256, stat.st_mtime_ns, stat.st_size) else "altered"
+
+
 def model_path(file: str, directory: Path | None = None) -> Path:
     """Path of a shipped model file, after checking it against the manifest.
 
