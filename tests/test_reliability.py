@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -241,7 +240,7 @@ def test_manifests_written_by_fvr_audit_are_private(tmp_path):
 # -- 7. declared sizes of .npz members ------------------------------------------------------------
 
 
-def _npz_with_member(path: Path, header_shape: tuple[int, ...], payload_chunks, *, declared_size: int | None = None) -> None:
+def _npz_with_member(path: Path, header_shape: tuple[int, ...], payload_chunks) -> None:
     """A compressed .npz whose 'vectors' member has the given .npy header and payload."""
     header = {"descr": "<f4", "fortran_order": False, "shape": header_shape}
     text = repr(header).encode("latin1")
