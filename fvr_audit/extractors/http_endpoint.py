@@ -223,8 +223,8 @@ class HttpEndpointExtractor(Extractor):
     """Embeds crops by POSTing each one as a PNG to ``url`` and reading ``{"embedding": [...]}``.
 
     ``options`` may set the crop (``input_size``, ``crop``, ``padding``) and the transport
-    (``timeout``: total seconds per request, connect to last byte; ``retries`` after the first attempt, ``concurrency``
-    requests in flight). ``backoff_base``/``backoff_cap``/``backoff_budget`` tune the waits
+    (``timeout``: total seconds per request, from connecting to the last byte; ``retries`` after
+    the first attempt; ``concurrency`` requests in flight). ``backoff_base``/``backoff_cap``/``backoff_budget`` tune the waits
     between retries (seconds; tests make them tiny).
     """
 
