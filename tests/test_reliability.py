@@ -155,6 +155,25 @@ def test_paths_leading_outside_images_root_are_refused(tmp_path, escape):
     assert not (tmp_path / "out").exists()
 
 
+def test_images_root_is_checked_before_any_attack_runs(tmp_path, monkeypatch):
+    from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
+    from fvr_audit.errors import InputError
+    from fvr_audit.extractors.registry import get_extractor
+    from fvr_audit.reconstructors.parametric import ParametricReconstructor
+
+    def attack(*args, **kwargs):
+        raise AssertionError("an attack ran before the paths were checked")
+
+    monkeypatch.setattr(ParametricReconstructor, "reconstruct", attack)
+    vectors, labels, _ = clustered(30, 3, 128, noise=0.6)
+    np.savez(tmp_path / "db.npz", vectors=vectors, labels=labels, paths=np.array(["../x.png"] * len(labels)))
+    (tmp_path / "root").mkdir()
+    with pytest.raises(InputError, match="leads outside --images-root"):
+        run_scan(tmp_path / "db.npz", get_extractor("dlib-resnet128"),
+                 ScanSettings(sample=5, ns=(10,), ks=(1,), methods=("naive",), engines=("local:dlib-resnet128",)),
+                 GallerySources(images_root=tmp_path / "root"))
+
+
 # -- 4 and 6. outputs checked before the work; no mixing of runs ---------------------------------
 
 

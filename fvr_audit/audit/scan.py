@@ -157,6 +157,8 @@ def run_scan(
             f"{len(rows)} targets evaluated (asked for {settings.sample}): only {len(rows)} identities "
             "have a vector in every engine's gallery besides the target's own"
         )
+    if sources.images_root is not None and db.paths is not None:
+        _photos_under_root(sources.images_root, db, rows)  # refused now, not after the attacks ran
     labels = np.asarray(db.labels)[rows].astype(str)
     for state in engines:
         _hold_out_targets(state, db, rows)

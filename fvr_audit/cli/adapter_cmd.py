@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """Fit a ridge map from F's vectors to the target extractor's on calibration photos (for `reconstruct --adapter`)."""
         from fvr_audit.extraction import discover_images
         from fvr_audit.extractors.registry import get_extractor
-        from fvr_audit.io.outputs import check_output_file
+        from fvr_audit.io.outputs import check_output_file, writing
         from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
 
         if not calibration.is_dir():
@@ -43,5 +43,6 @@ def register(app: typer.Typer) -> None:
         with Progress(TextColumn("calibration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("calibration", total=count)
             fitted = fit_adapter_from_photos(calibration, source_model, target_model, on_progress=lambda n: bar.advance(task, n))
-        fitted.save(output)
+        with writing(output):
+            fitted.save(output)
         console.print(f"wrote {output}: {fitted.describe()} (cosine on the fit itself {fitted.fit_cosine:.3f})")

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from fvr_audit.extraction import discover_images, embed_records
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.npz import save_npz
-        from fvr_audit.io.outputs import check_output_file
+        from fvr_audit.io.outputs import check_output_file, writing
 
         if output.suffix.lower() != ".npz":
             raise InputError(f"{output}: output must end in .npz (vectors, labels and paths are stored together)")
@@ -95,7 +95,8 @@ def register(app: typer.Typer) -> None:
             arrays["labels"] = np.array([r.label for r in kept])
         if model.info.sha256:
             arrays["extractor_sha256"] = np.array(model.info.sha256)
-        save_npz(output, compress=compress, **arrays)
+        with writing(output):
+            save_npz(output, compress=compress, **arrays)
 
         if not quiet:
             table = Table(title=f"{images}: {len(records)} images in {run.seconds:.1f} s")

@@ -241,11 +241,10 @@ def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dic
     An earlier run's outputs in ``output`` are removed first (a stale report.pdf or a PNG of another
     target must not pass for this run's); anything else in the folder is left alone.
     """
-    try:
+    from fvr_audit.io.outputs import writing
+
+    with writing(output):
         return _write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
-    except OSError as error:  # a disk filled or a permission changed during the scan
-        where = error.filename or output
-        raise InputError(f"{where}: cannot write the outputs ({error.strerror or error})") from None
 
 
 def _write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fvr_audit.errors import InputError
@@ -120,3 +120,14 @@ def clear_owned(path: str | os.PathLike[str], owned: Iterable[str]) -> list[str]
             continue
         removed.append(name)
     return removed
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Writes that still fail after the checks (a disk filled, a permission changed meanwhile) end
+    as one line and exit code 2, not a traceback with exit code 1 (the CI gate's code)."""
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or path
+        raise InputError(f"{where}: cannot write ({error.strerror or error})") from None

@@ -44,6 +44,7 @@ from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonica
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+from fvr_audit.io.outputs import private_mkdir
 
 METHODS = ("nbnet", "vec2face", "naive")
 CHECKPOINT = "checkpoint.pt"
@@ -361,7 +362,7 @@ def train(
     if data.extractor != extractor.name:
         raise InputError(f"training data made by {data.extractor}, not {extractor.name}")
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
+    private_mkdir(work)  # 0700: checkpoints and prepared faces are biometric data
     torch.manual_seed(settings.seed)
     dim = data.vectors.shape[1]
     generator = build_generator(settings.method, dim)
