@@ -46,11 +46,18 @@ def load_npz(path: str | os.PathLike[str], keys: Iterable[str], *, what: str) ->
     Traceback (most recent call last):
     fvr_audit.errors.InputError: ...a.npy: a .npy array, not an .npz archive; give an adapter (.npz)
     """
-    from fvr_audit.vectors.npyfile import open_npz, sniff
+    from fvr_audit.vectors.npyfile import NPY_MAGIC, PICKLE_MAGICS, ZIP_MAGICS, open_npz, sniff
 
     path = Path(path)
-    if sniff(path) != "npz":
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    if head.startswith(NPY_MAGIC):
         raise InputError(f"{path}: a .npy array, not an .npz archive; give {what} (.npz)")
+    if head and not head.startswith(ZIP_MAGICS + PICKLE_MAGICS):
+        raise InputError(f"{path}: not {what} (not an .npz archive)")
+    sniff(path)  # missing, a folder, a pipe, empty, a pickle: its one-line errors
     arrays = {}
     with open_npz(path) as npz:
         for key in keys:
