@@ -184,7 +184,7 @@ def test_cli_train_export_and_models_listing(tmp_path, dlib):
     [
         (["train", "naive"], "exactly one of --faces DIR or --data FILE"),
         (["train", "naive", "--faces", "/nonexistent/faces"], "not a folder of face photos"),
-        (["train", "naive", "--data", "/nonexistent/data.npz"], "not a training-data file"),
+        (["train", "naive", "--data", "/nonexistent/data.npz"], "/nonexistent/data.npz: no such file"),
         (["train", "naive", "--data", "x.npz", "--epochs", "0"], "--epochs must be >= 1"),
     ],
 )
