@@ -435,7 +435,7 @@ def _embed_gallery_folder(
     return galleries, rows
 
 
-def _rows_by_content(db: VectorDatabase, photos: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def _rows_by_content(db: VectorDatabase, photos: np.ndarray, scores_per_chunk: int = 1 << 25) -> np.ndarray:
     """For each photo's F vector, the database row holding the same vector (cosine >= SAME_PHOTO_COSINE), or -1.
 
     >>> db = VectorDatabase(Path("db.npy"), np.eye(3, dtype=np.float32))
@@ -445,7 +445,9 @@ def _rows_by_content(db: VectorDatabase, photos: np.ndarray, chunk: int = 65536)
     photos = l2_normalize(np.asarray(photos, np.float32))
     best = np.full(len(photos), -np.inf, np.float32)
     rows = np.full(len(photos), -1, np.int64)
-    for lo in range(0, db.n, chunk):  # chunked: a database may hold millions of rows
+    # chunked (128 MB of scores at a time): a database may hold millions of rows
+    chunk = max(1, scores_per_chunk // max(1, len(photos)))
+    for lo in range(0, db.n, chunk):
         block = l2_normalize(np.asarray(db.vectors[lo : lo + chunk], np.float32))
         scores = photos @ block.T
         if scores.size == 0:
