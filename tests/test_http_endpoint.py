@@ -590,3 +590,17 @@ def test_url_credentials_and_a_token_together_are_refused(serve, monkeypatch: py
         extractor.embed(crops(1))
         assert extractor.warnings == (f"{server.url}: the URL's user:password is sent over plain http; use https",)
     assert server.requests[0]["Authorization"].startswith("Basic ")
+
+
+def test_proxies_from_the_environment_are_kept_and_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline must not cost proxy support: httpx drops environment proxies when handed a
+    # transport, so the deadline is put into the transports httpx built itself.
+    from fvr_audit.extractors.http_endpoint import _DeadlineBackend
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with make("https://example.invalid/embed") as extractor:
+        client = extractor._client
+        proxies = [t for t in client._mounts.values() if t is not None]
+        assert proxies, "the environment's proxy was dropped"
+        for transport in [client._transport, *proxies]:
+            assert isinstance(transport._pool._network_backend, _DeadlineBackend)

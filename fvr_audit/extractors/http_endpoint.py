@@ -135,8 +135,8 @@ class _DeadlineStream(httpcore.NetworkStream):
 class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's socket backend, with each stream bounded by the calling thread's deadline."""
 
-    def __init__(self, deadline: _Deadline) -> None:
-        self._backend = httpcore.SyncBackend()
+    def __init__(self, backend: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._backend = backend
         self._deadline = deadline
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
@@ -151,15 +151,17 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def _deadline_transport(limits: httpx.Limits, deadline: _Deadline) -> httpx.HTTPTransport:
-    """httpx's own transport, its connection pool opening sockets through :class:`_DeadlineBackend`."""
-    transport = httpx.HTTPTransport(limits=limits)
-    pool = getattr(transport, "_pool", None)
-    if not isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
-        # httpx changed its internals: fail loudly rather than run without the total deadline.
-        raise RuntimeError("httpx's transport has no replaceable network backend; pin httpx<0.30")
-    pool._network_backend = _DeadlineBackend(deadline)
-    return transport
+def _bound_by_deadline(client: httpx.Client, deadline: _Deadline) -> None:
+    """Open every socket of ``client`` through :class:`_DeadlineBackend`: its own transport and the
+    proxy transports httpx mounted from the environment (so proxies keep working)."""
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            # httpx changed its internals: fail loudly rather than run without the total deadline.
+            raise RuntimeError("httpx's transport has no replaceable network backend; pin httpx<0.30")
+        pool._network_backend = _DeadlineBackend(backend, deadline)
 
 
 def redact_url(url: str) -> str:
@@ -283,14 +285,13 @@ class HttpEndpointExtractor(Extractor):
         # reuses connections instead of opening one per crop.
         # ``timeout`` is the total per request (connect to last byte), not httpx's per-read timeout.
         self._deadline = _Deadline()
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(self.timeout),
-            limits=limits,
-            transport=_deadline_transport(limits, self._deadline),
+            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
             follow_redirects=False,
         )
+        _bound_by_deadline(self._client, self._deadline)
         # Bounds requests in flight across all callers (embed batches and the info probe).
         self._in_flight = threading.BoundedSemaphore(self.concurrency)
         self._lock = threading.Lock()
