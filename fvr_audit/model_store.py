@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from fvr_audit.errors import ModelIntegrityError
+from fvr_audit.errors import FvrAuditError, InputError, ModelIntegrityError
 
 #: Overrides the models folder (e.g. for an installed, non-editable package).
 MODELS_DIR_ENV = "FVR_AUDIT_MODELS"
@@ -53,18 +53,42 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: What each manifest entry must hold, and of which JSON type.
+_REQUIRED_FIELDS = {"file": str, "sha256": str, "size": int, "kind": str, "source": str, "license": str, "script": str}
+
+
+def _manifest_error(directory: Path) -> type[FvrAuditError]:
+    """A broken shipped manifest is a model-integrity failure (exit 4); a user's ``--models``
+    folder is bad input (exit 2)."""
+    return ModelIntegrityError if directory.resolve() == models_dir().resolve() else InputError
+
+
 def load_manifest(directory: Path | None = None) -> dict[str, ModelEntry]:
-    """Read the manifest; an absent manifest is an empty one."""
+    """Read the manifest; an absent manifest is an empty one. Every entry is checked for its
+    fields and their types, so a malformed manifest is one line, never a traceback."""
     directory = directory or models_dir()
     manifest_file = directory / "manifest.json"
     if not manifest_file.exists():
         return {}
+    error = _manifest_error(directory)
     try:
         raw = json.loads(manifest_file.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelIntegrityError(f"{manifest_file}: not a readable JSON manifest ({exc})") from exc
+        raise error(f"{manifest_file}: not a readable JSON manifest ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("files", []), list):
+        raise error(f'{manifest_file}: not an fvr-audit manifest (expected {{"version": 1, "files": [...]}})')
     entries = {}
-    for item in raw.get("files", []):
+    for position, item in enumerate(raw.get("files", [])):
+        if not isinstance(item, dict):
+            raise error(f"{manifest_file}: files[{position}] is not an object")
+        for name, kind in _REQUIRED_FIELDS.items():
+            if not isinstance(item.get(name), kind) or isinstance(item.get(name), bool):
+                raise error(
+                    f"{manifest_file}: files[{position}] ({item.get('file', '?')}) lacks {name!r} "
+                    f"(a {kind.__name__}); rebuild the manifest"
+                )
+        if not isinstance(item.get("details", {}), (dict, type(None))):
+            raise error(f"{manifest_file}: files[{position}] ({item['file']}): 'details' is not an object")
         known = {k: item[k] for k in ModelEntry.__dataclass_fields__ if k in item}
         entries[item["file"]] = ModelEntry(**known)
     return entries
@@ -74,6 +98,15 @@ def load_manifest(directory: Path | None = None) -> dict[str, ModelEntry]:
 def _verified(path: str, sha256: str, mtime_ns: int, size: int) -> bool:
     # Cached per (path, mtime, size): hashing 20 MB on every call would dominate short commands.
     return sha256_file(path) == sha256
+
+
+def file_status(file: str, entry: ModelEntry, directory: Path | None = None) -> str:
+    """``"ok"``, ``"missing"`` or ``"altered"``: whether the file on disk is the one its manifest lists."""
+    path = (directory or models_dir()) / file
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    return "ok" if _verified(str(path), entry.sha256, stat.st_mtime_ns, stat.st_size) else "altered"
 
 
 def model_path(file: str, directory: Path | None = None) -> Path:
@@ -107,6 +140,7 @@ def register_model(
     description: str = "",
     details: dict | None = None,
     directory: Path | None = None,
+    file_mode: int = 0o600,
 ) -> ModelEntry:
     """Add or update a manifest entry for a file already written in the models folder.
 
@@ -116,6 +150,7 @@ def register_model(
 
     directory = directory or models_dir()
     manifest_file = directory / "manifest.json"
+    load_manifest(directory)  # a malformed manifest is an error here too, not a traceback
     raw = json.loads(manifest_file.read_text()) if manifest_file.exists() else {"version": 1, "files": []}
     path = directory / file
     entry = ModelEntry(
@@ -132,5 +167,5 @@ def register_model(
     files = [item for item in raw["files"] if item["file"] != file]
     files.append({k: v for k, v in entry.__dict__.items() if v is not None})
     raw["files"] = sorted(files, key=lambda item: item["file"])
-    atomic_write_text(manifest_file, json.dumps(raw, indent=2) + "\n", file_mode=0o644)
+    atomic_write_text(manifest_file, json.dumps(raw, indent=2) + "\n", file_mode=file_mode)
     return entry

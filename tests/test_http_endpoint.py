@@ -434,3 +434,173 @@ def test_urls_in_messages_hide_credentials(serve) -> None:
     )
     with pytest.raises(InputError, match=r"^ftp://host/embed: not an http:// or https:// URL with a host$"):
         HttpEndpointExtractor("ftp://host/embed")
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10 (reliability): a total deadline per request, the transport flags, credentials
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrickleServer:
+    """A raw TCP server on 127.0.0.1 that answers one byte at a time, ``gap`` seconds apart, for at
+    most ``lasts`` seconds per connection (bounded: it stops by itself), then closes."""
+
+    in_headers: bool
+    gap: float = 0.2
+    lasts: float = 8.0
+    url: str = ""
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> TrickleServer:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen()
+        self._socket.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/embed"
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        body = json.dumps({"embedding": [0.5] * 8}).encode()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        start = 0 if self.in_headers else answer.index(b"\r\n\r\n") + 4
+        deadline = time.monotonic() + self.lasts
+        with connection:
+            try:
+                connection.settimeout(1.0)
+                connection.recv(1 << 16)  # the request (small PNG)
+                connection.sendall(answer[:start])
+                for position in range(start, len(answer)):
+                    if self.stop.is_set() or time.monotonic() > deadline:
+                        return
+                    connection.sendall(answer[position : position + 1])
+                    time.sleep(self.gap)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self._socket.close()
+
+
+@pytest.mark.parametrize("in_headers", [True, False], ids=["headers", "body"])
+def test_a_server_sending_one_byte_at_a_time_hits_the_total_deadline(in_headers: bool) -> None:
+    # Defect 5: each read got a byte within httpx's per-read timeout, so extract waited forever.
+    server = TrickleServer(in_headers=in_headers).start()
+    try:
+        started = time.monotonic()
+        with make(server.url, timeout=1.0, retries=0) as extractor, pytest.raises(ServiceError) as caught:
+            extractor.embed(crops(1))
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < 4.0  # 1 s deadline, not the server's 8 s of trickling
+    assert "timed out after 1 s" in str(caught.value)
+
+
+def _aligned_tree(root, count: int = 2) -> None:
+    (root / "person").mkdir(parents=True)
+    for index in range(count):
+        Image.fromarray(crops(1, 40, seed=index)[0]).save(root / "person" / f"{index}.png")
+
+
+def test_transport_flags_reach_the_extractor_from_the_cli(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fvr_audit.cli.app import app
+
+    _aligned_tree(tmp_path / "faces")
+    server = TrickleServer(in_headers=False).start()
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, [
+            "extract", str(tmp_path / "faces"), "-o", str(tmp_path / "db.npz"), "-e", server.url,
+            "--aligned", "--quiet", "--timeout", "1", "--retries", "0", "--concurrency", "1",
+        ])
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert result.exit_code == int(ExitCode.SERVICE_FAILURE), result.output
+    assert elapsed < 6.0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {server.url}: timed out after 1 s")
+    assert not (tmp_path / "db.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--timeout", "0"], "--timeout 0: must be a positive number of seconds"),
+        (["--retries", "-1"], "--retries -1: must be 0 or more"),
+        (["--concurrency", "0"], "--concurrency 0: must be 1 or more"),
+    ],
+)
+def test_bad_transport_flags_are_one_line_errors(tmp_path, flags, message) -> None:
+    from typer.testing import CliRunner
+
+    from fvr_audit.cli.app import app
+
+    result = CliRunner().invoke(app, ["extract", str(tmp_path), "-o", str(tmp_path / "db.npz"), "-e", "http://127.0.0.1:9/x", *flags])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {message}"
+
+
+def test_transport_flags_are_refused_for_a_local_extractor(tmp_path) -> None:
+    with pytest.raises(InputError, match="dlib-resnet128: --timeout apply to http"):
+        get_extractor("dlib-resnet128", ExtractorOptions(timeout=5.0))
+
+
+def test_token_over_plain_http_is_warned_on_stderr(serve, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # Defect 15: the warning was built into info.notes but never printed.
+    from typer.testing import CliRunner
+
+    from fvr_audit.cli.app import app
+
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")
+    server = serve(good)
+    _aligned_tree(tmp_path / "faces")
+    result = CliRunner().invoke(app, [
+        "extract", str(tmp_path / "faces"), "-o", str(tmp_path / "db.npz"), "-e", server.url,
+        "--aligned", "--quiet", "--input-size", "32",
+    ])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {server.url}: the bearer token is sent over plain http; use https" in result.stderr.splitlines()
+    assert "s3cret" not in result.output
+
+
+def test_url_credentials_and_a_token_together_are_refused(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Defect 15: with user:pass@ in the URL httpx sent Basic auth, silently dropping the token.
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")
+    server = serve(good)
+    url = server.url.replace("http://", "http://user:pw@")
+    with pytest.raises(InputError) as caught:
+        make(url)
+    assert "holds user:password and FVR_AUDIT_HTTP_TOKEN is set" in str(caught.value)
+    assert "pw" not in str(caught.value) and "s3cret" not in str(caught.value)
+    monkeypatch.delenv(TOKEN_ENV)
+    with make(url) as extractor:  # credentials alone: sent as Basic auth, with a warning
+        extractor.embed(crops(1))
+        assert extractor.warnings == (f"{server.url}: the URL's user:password is sent over plain http; use https",)
+    assert server.requests[0]["Authorization"].startswith("Basic ")
+
+
+def test_proxies_from_the_environment_are_kept_and_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline must not cost proxy support: httpx drops environment proxies when handed a
+    # transport, so the deadline is put into the transports httpx built itself.
+    from fvr_audit.extractors.http_endpoint import _DeadlineBackend
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with make("https://example.invalid/embed") as extractor:
+        client = extractor._client
+        proxies = [t for t in client._mounts.values() if t is not None]
+        assert proxies, "the environment's proxy was dropped"
+        for transport in [client._transport, *proxies]:
+            assert isinstance(transport._pool._network_backend, _DeadlineBackend)

@@ -100,6 +100,9 @@ def test_training_learns_checkpoints_resumes_and_exports(tmp_path, dlib):
     entry = export_trained(work, dlib, "naive", directory=models, script="test")
     assert entry.details["method"] == "naive" and entry.details["extractor_sha256"] == dlib.info.sha256
     assert load_manifest(models)[entry.file].kind == "reconstructor"
+    # issue 10, defect 14: the weights are fitted to the training faces; folder, file and manifest are private
+    assert {oct(p.stat().st_mode & 0o777) for p in (models / entry.file, models / "manifest.json")} == {"0o600"}
+    assert oct(models.stat().st_mode & 0o777) == "0o700" and oct(work.stat().st_mode & 0o777) == "0o700"
     found, reason = find_reconstructor("naive", dlib.name, dlib.info.sha256, (models,))
     assert reason is None and found.path == models / entry.file
 
@@ -184,7 +187,7 @@ def test_cli_train_export_and_models_listing(tmp_path, dlib):
     [
         (["train", "naive"], "exactly one of --faces DIR or --data FILE"),
         (["train", "naive", "--faces", "/nonexistent/faces"], "not a folder of face photos"),
-        (["train", "naive", "--data", "/nonexistent/data.npz"], "not a training-data file"),
+        (["train", "naive", "--data", "/nonexistent/data.npz"], "/nonexistent/data.npz: no such file"),
         (["train", "naive", "--data", "x.npz", "--epochs", "0"], "--epochs must be >= 1"),
     ],
 )

@@ -29,7 +29,7 @@ from fvr_audit.audit.results import (
     Verification,
 )
 from fvr_audit.audit.system_match import measure_against_database
-from fvr_audit.audit.verdict import decide_verdict
+from fvr_audit.audit.verdict import check_gate, decide_verdict
 from fvr_audit.engines.base import Gallery
 from fvr_audit.engines.local import LocalEngine
 from fvr_audit.engines.registry import DEFAULT_ENGINES, create_engine
@@ -43,7 +43,7 @@ from fvr_audit.metrics.topk import (
     topk_sweep,
     wilson_interval,
 )
-from fvr_audit.reconstructors.registry import available_reconstructors, get_reconstructor
+from fvr_audit.reconstructors.registry import available_reconstructors, check_method_settings, get_reconstructor
 from fvr_audit.vectors import VectorDatabase, load_vectors
 
 #: Gallery vectors used as impostor probes to set the verification threshold.
@@ -152,10 +152,11 @@ def run_scan(
             f"{db.path}: vectors have dimension {db.dim} but extractor {extractor.name} produces "
             f"{extractor.dim}-dimensional vectors; give the extractor that made these vectors"
         )
+    db.check_made_by(extractor.name)
     labelled = db.has_labels
     if not labelled:
         _check_unlabelled(db, sources)
-    _check_settings(settings)
+    check_settings(settings)
     _check_extractor(extractor, notes, on_message)
     timings["check_queries"] = extractor.queries_used - queries_at_start
     adapter = _calibration_adapter(settings, extractor, notes, progress, timings)
@@ -177,6 +178,8 @@ def run_scan(
                 f"{len(rows)} targets evaluated (asked for {settings.sample}): only {len(rows)} identities "
                 "have a vector in every engine's gallery besides the target's own"
             )
+        if sources.images_root is not None and db.paths is not None:
+            _photos_under_root(sources.images_root, db, rows)  # refused now, not after the attacks ran
         labels = np.asarray(db.labels)[rows].astype(str)
     else:
         rows = _sample_rows(db, settings)
@@ -408,7 +411,8 @@ def _check_extractor(extractor: Extractor, notes: list[str], on_message) -> None
     notes.extend(warnings)
 
 
-def _check_settings(settings: ScanSettings) -> None:
+def check_settings(settings: ScanSettings) -> None:
+    """Settings that cannot work are usage errors, found before any work (the CLI calls this first)."""
     if settings.sample < 1:
         raise InputError(f"--sample {settings.sample}: must be at least 1")
     if settings.query_budget is not None and settings.query_budget < 1:
@@ -419,8 +423,8 @@ def _check_settings(settings: ScanSettings) -> None:
         raise InputError(f"--k {list(settings.ks)}: every K must be a positive whole number")
     if not settings.ns or min(settings.ns) < 2:
         raise InputError(f"--n {list(settings.ns)}: every N must be at least 2 identities")
-    if settings.gate_k not in settings.ks:
-        raise InputError(f"--gate-k {settings.gate_k}: must be one of the evaluated K values {list(settings.ks)}")
+    check_gate(settings.gate_k, settings.gate_n, settings.ks, settings.ns)
+    check_method_settings(settings.method_settings, settings.methods)
     if settings.draws < 1:
         raise InputError(f"--draws {settings.draws}: must be at least 1")
     if not 0 < settings.fmr < 1:
@@ -510,7 +514,13 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
     unknown = set(sources.files) - {e.name for e in engines} - set(specs)
     if unknown:
         raise InputError(f"--gallery {sorted(unknown)[0]}=...: no such engine in --engine {','.join(specs)}")
-    folder_galleries = _embed_gallery_folder(sources.folder, engines, progress) if sources.folder else {}
+    # Without 'paths' a target's own photo in the folder can only be recognised by content: the
+    # folder is then also embedded by F, and a photo whose F vector is the database row's is that row.
+    by_content = extractor if sources.folder and db.paths is None else None
+    folder_galleries, folder_rows = (
+        _embed_gallery_folder(sources.folder, engines, progress, db=db, extractor=by_content)
+        if sources.folder else ({}, None)
+    )
     states = []
     for spec, engine in zip(specs, engines):
         is_f = (
@@ -533,7 +543,7 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
             )
             states.append(_EngineState(spec, engine, is_f, gallery, "file"))
         elif engine.name in folder_galleries:
-            states.append(_EngineState(spec, engine, is_f, folder_galleries[engine.name], "folder"))
+            states.append(_EngineState(spec, engine, is_f, folder_galleries[engine.name], "folder", row_ids=folder_rows))
         elif is_f:
             gallery = Gallery(
                 db.vectors, np.asarray(db.labels).astype(str),
@@ -564,22 +574,34 @@ def _computes_the_same(a: Extractor, b: Extractor) -> bool:
     return bool(np.min(np.einsum("nd,nd->n", va, vb)) > 0.9999)
 
 
-def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]:
+#: Cosine at or above which a gallery photo's F vector is taken for a database row's own vector:
+#: the same photo through the same extractor (photos of one person rarely pass 0.95).
+SAME_PHOTO_COSINE = 0.999
+
+
+def _embed_gallery_folder(
+    folder: Path, engines, progress, *, db: VectorDatabase | None = None, extractor: Extractor | None = None
+) -> tuple[dict[str, Gallery], np.ndarray | None]:
+    """Each engine's gallery from the folder; with ``extractor`` (F), also the database row each
+    photo is, by content (-1: none), for databases without 'paths'."""
     from fvr_audit.alignment.aligner import NoFacePolicy
     from fvr_audit.extraction import discover_images, embed_records
 
     records, labelled = discover_images(folder)
     if not labelled:
         raise InputError(f"{folder}: a gallery needs identity folders (DIR/<identity>/<image>), not a flat folder")
+    models = list({e.extractor.name: e.extractor for e in engines}.values())
+    if extractor is not None and extractor.name not in {m.name for m in models}:
+        models.append(extractor)
     run = embed_records(
-        records, [e.extractor for e in engines], no_face=NoFacePolicy.SKIP,
+        records, models, no_face=NoFacePolicy.SKIP,
         on_progress=progress(f"embed gallery {folder}", len(records)),
     )
     kept = [records[i] for i in run.kept]
     labels = np.array([r.label for r in kept])
     paths = np.array([r.relative for r in kept])
     skipped = len(records) - len(kept)
-    return {
+    galleries = {
         e.name: Gallery(
             run.vectors[e.extractor.name], labels,
             f"photos in {folder} embedded by {e.extractor.name} ({len(kept)} faces"
@@ -588,12 +610,39 @@ def _embed_gallery_folder(folder: Path, engines, progress) -> dict[str, Gallery]
         )
         for e in engines
     }
+    rows = None if extractor is None or db is None else _rows_by_content(db, run.vectors[extractor.name])
+    return galleries, rows
+
+
+def _rows_by_content(db: VectorDatabase, photos: np.ndarray, scores_per_chunk: int = 1 << 25) -> np.ndarray:
+    """For each photo's F vector, the database row holding the same vector (cosine >= SAME_PHOTO_COSINE), or -1.
+
+    >>> db = VectorDatabase(Path("db.npy"), np.eye(3, dtype=np.float32))
+    >>> _rows_by_content(db, np.array([[0, 1, 0], [1, 1, 0]], np.float32)).tolist()
+    [1, -1]
+    """
+    photos = l2_normalize(np.asarray(photos, np.float32))
+    best = np.full(len(photos), -np.inf, np.float32)
+    rows = np.full(len(photos), -1, np.int64)
+    # chunked (128 MB of scores at a time): a database may hold millions of rows
+    chunk = max(1, scores_per_chunk // max(1, len(photos)))
+    for lo in range(0, db.n, chunk):
+        block = l2_normalize(np.asarray(db.vectors[lo : lo + chunk], np.float32))
+        scores = photos @ block.T
+        if scores.size == 0:
+            continue
+        top = scores.argmax(axis=1)
+        value = scores[np.arange(len(photos)), top]
+        better = value > best
+        best[better], rows[better] = value[better], lo + top[better]
+    rows[best < SAME_PHOTO_COSINE] = -1
+    return rows
 
 
 def _own_entry(state: _EngineState, db: VectorDatabase, row: int) -> np.ndarray:
     """Mask of the gallery entries that are the target's own photo (to hold out)."""
     gallery = state.gallery
-    if state.kind == "database":
+    if state.row_ids is not None:  # the database itself, or a folder matched by content
         return state.row_ids == row
     if gallery.paths is not None and db.paths is not None:
         return gallery.paths == str(db.paths[row])
@@ -609,8 +658,9 @@ def _sample_targets(db: VectorDatabase, engines: list[_EngineState], settings: S
         count_of = dict(zip(names.tolist(), counts.tolist()))
         in_gallery = np.array([count_of.get(label, 0) for label in labels])
         own = np.zeros(db.n, int)
-        if state.kind == "database":
-            own[:] = 1
+        if state.row_ids is not None:
+            matched = state.row_ids[state.row_ids >= 0]
+            own = np.bincount(matched, minlength=db.n)[: db.n]
         elif state.gallery.paths is not None and db.paths is not None:
             own = np.isin(np.asarray(db.paths).astype(str), state.gallery.paths).astype(int)
         eligible &= in_gallery - own >= 1
@@ -643,6 +693,11 @@ def _hold_out_targets(state: _EngineState, db: VectorDatabase, rows: np.ndarray)
     state.gallery = state.gallery.without(mask)
     if state.row_ids is not None:
         state.row_ids = state.row_ids[~mask]
+    if state.kind == "folder" and state.row_ids is not None:
+        state.notes.append(
+            f"{int(mask.sum())} gallery photos held out as targets' own photos, found by content (an identical "
+            "vector under F) because the database has no 'paths'"
+        )
 
 
 def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) -> np.ndarray | None:
@@ -663,7 +718,7 @@ def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) ->
         from fvr_audit.alignment.aligner import NoFacePolicy
         from fvr_audit.extraction.pipeline import align_paths
 
-        paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+        paths = _photos_under_root(sources.images_root, db, rows)
         crops = []
         for path, face in zip(paths, align_paths(paths, [state.engine.info.geometry], no_face=NoFacePolicy.CENTER)):
             if not face.status.usable:
@@ -673,13 +728,30 @@ def _original_vectors(state: _EngineState, db, rows, sources: GallerySources) ->
     return None
 
 
+def _photos_under_root(root: Path, db, rows) -> list[str]:
+    """The targets' photos, ``--images-root`` joined with each row's path; a path that leads
+    outside the root (``../``, an absolute path, a link) is refused: it would be read and shown."""
+    base = Path(root).resolve()
+    photos = []
+    for row in rows:
+        relative = str(db.paths[row])
+        photo = (base / relative).resolve()
+        if not photo.is_relative_to(base):
+            raise InputError(
+                f"{db.path}: 'paths' row {int(row)} ({relative!r}) leads outside --images-root {root}; "
+                "paths must be relative to that folder"
+            )
+        photos.append(str(photo))
+    return photos
+
+
 def _original_images(db, rows, sources: GallerySources) -> dict[int, np.ndarray]:
     if sources.images_root is None or db.paths is None:
         return {}
     from fvr_audit.alignment.aligner import NoFacePolicy
     from fvr_audit.extraction.pipeline import align_paths
 
-    paths = [str(sources.images_root / str(db.paths[r])) for r in rows]
+    paths = _photos_under_root(sources.images_root, db, rows)
     return {
         position: face.crops[0]
         for position, face in enumerate(align_paths(paths, [CANONICAL_GEOMETRY], no_face=NoFacePolicy.CENTER))

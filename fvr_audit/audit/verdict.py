@@ -5,11 +5,75 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fvr_audit.audit.results import REFERENCE_METHODS, Record, RiskLevel, Verdict
+from fvr_audit.errors import InputError
 
 #: Engines named so are the deployed system F judging against the leaked database's own rows.
 SYSTEM_PREFIX = "system:"
 #: A 95% lower bound of this share of people re-identified at the gate makes the risk high.
 HIGH_TPR = 0.10
+
+
+def check_gate(gate_k: int, gate_n: int | None, ks: Sequence[int], ns: Sequence[int]) -> None:
+    """The gate (K, N) must be one of the evaluated points, else nothing would be measured there.
+
+    >>> check_gate(1, None, (1, 5), (50, 100)); check_gate(5, 100, (1, 5), (50, 100))
+    >>> check_gate(1, 75, (1, 5), (50, 100))
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: --gate-n 75: must be one of the evaluated N values [50, 100] (see --n)
+    """
+    if gate_k not in ks:
+        raise InputError(f"--gate-k {gate_k}: must be one of the evaluated K values {list(ks)} (see --k)")
+    if gate_n is not None and gate_n not in ns:
+        raise InputError(f"--gate-n {gate_n}: must be one of the evaluated N values {list(ns)} (see --n)")
+
+
+def gate_records(records: Sequence[Record], k: int, n: int, *, attacks_only: bool = True) -> list[Record]:
+    """The records the gate judges: K = ``k`` and, per engine, N = ``n`` or that engine's largest N
+    when its gallery holds fewer identities (N is capped by the gallery, so ``n`` itself was never
+    measured there). The one place this rule lives: verdict, CI gate and summary table use it.
+
+    >>> a = Record("naive", "local:x", 1, 300, 0.5, 0.5, 0.0, (0.4, 0.6), 0.003, 40, 5)
+    >>> [r.n for r in gate_records([a], 1, 5000)], gate_records([a], 1, 100)
+    ([300], [])
+    """
+    judged = judged_ns(records, n)
+    return [
+        r
+        for r in records
+        if (not attacks_only or r.method not in REFERENCE_METHODS) and r.k == k and r.n == judged[r.engine]
+    ]
+
+
+def judged_ns(records: Sequence[Record], n: int) -> dict[str, int]:
+    """Engine -> the N the gate judges it at: ``n``, or its largest N when its gallery is smaller.
+
+    >>> a = Record("naive", "local:x", 1, 300, 0.5, 0.5, 0.0, (0.4, 0.6), 0.003, 40, 5)
+    >>> judged_ns([a], 1000), judged_ns([a], 100)
+    ({'local:x': 300}, {'local:x': 100})
+    """
+    largest_n: dict[str, int] = {}
+    for r in records:
+        largest_n[r.engine] = max(largest_n.get(r.engine, 0), r.n)
+    return {engine: min(n, largest) for engine, largest in largest_n.items()}
+
+
+def gate_failure(records: Sequence[Record], k: int, n: int, limit: float) -> str | None:
+    """Why ``--fail-on-tpr limit`` fails, or None when it passes.
+
+    It fails when an attack's tpr at the gate exceeds ``limit``, and also when no attack was
+    measured at the gate: a gate that measured nothing cannot vouch for anything.
+
+    >>> gate_failure([], 1, 100, 0.0)
+    'no reconstruction attack was measured at K=1, N=100, so the gate cannot pass (see --methods)'
+    """
+    attacks = gate_records(records, k, n)
+    if not attacks:
+        return f"no reconstruction attack was measured at K={k}, N={n}, so the gate cannot pass (see --methods)"
+    over = [r for r in attacks if r.tpr > limit]
+    if not over:
+        return None
+    worst = max(over, key=lambda r: r.tpr)
+    return f"{worst.method} under {worst.engine}: tpr {worst.tpr:.3f} at K={worst.k}, N={worst.n} exceeds {limit}"
 
 
 def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float = HIGH_TPR) -> Verdict:
@@ -34,14 +98,7 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
     'not-assessed'
     """
     baseline = min(1.0, k / n) if n else 1.0
-    largest_n: dict[str, int] = {}
-    for r in records:
-        largest_n[r.engine] = max(largest_n.get(r.engine, 0), r.n)
-    attacks = [
-        r
-        for r in records
-        if r.method not in REFERENCE_METHODS and r.k == k and r.n == min(n, largest_n[r.engine])
-    ]
+    attacks = gate_records(records, k, n)
     if not attacks:
         return Verdict(
             RiskLevel.NOT_ASSESSED,

@@ -27,12 +27,15 @@ def register(app: typer.Typer) -> None:
         """Fit a ridge map from F's vectors to the target extractor's on calibration photos (for `reconstruct --adapter`)."""
         from fvr_audit.extraction import discover_images
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.outputs import check_output_file, writing
         from fvr_audit.reconstructors.parametric.adapter import fit_adapter_from_photos
 
         if not calibration.is_dir():
             raise InputError(f"{calibration}: not a folder of face photos")
+        check_output_file(output)  # before the calibration work
         options = extractor_options
         source_model = get_extractor(extractor, options)
+        opt.announce(source_model)
         target_model = get_extractor(target)
         if source_model.name == target_model.name:
             raise InputError(f"--target {target}: the same extractor as --extractor; no adapter is needed")
@@ -40,5 +43,6 @@ def register(app: typer.Typer) -> None:
         with progress_reporter() as progress:
             advance = progress.phase("calibration", count)
             fitted = fit_adapter_from_photos(calibration, source_model, target_model, on_progress=advance)
-        fitted.save(output)
+        with writing(output):
+            fitted.save(output)
         console.print(f"wrote {output}: {fitted.describe()} (cosine on the fit itself {fitted.fit_cosine:.3f})")

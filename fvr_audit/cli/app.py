@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from fvr_audit import __version__
+from fvr_audit.cli.common import OneLineErrorGroup
 
 app = typer.Typer(
     name="fvr-audit",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorGroup,
 )
 
 

@@ -16,14 +16,12 @@ from fvr_audit.cli.console import Align, Column, TextTable
 
 
 def judged_ns(results: AuditResults) -> dict[str, int]:
-    """Engine -> the N it is judged at: the gate's N, capped by the largest N its gallery allowed."""
+    """Engine -> the N it is judged at (the rule of :func:`fvr_audit.audit.verdict.judged_ns`); an
+    engine with no record at all is listed at the gate's N."""
+    from fvr_audit.audit.verdict import judged_ns as rule
+
     gate_n = int(results.settings["gate_n"])
-    largest: dict[str, int] = {}
-    for r in results.records:
-        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
-    return {engine.name: min(gate_n, largest.get(engine.name, gate_n)) for engine in results.engines} | {
-        engine: min(gate_n, n) for engine, n in largest.items()
-    }
+    return {engine.name: gate_n for engine in results.engines} | rule(results.records, gate_n)
 
 
 def summary_table(results: AuditResults) -> TextTable:

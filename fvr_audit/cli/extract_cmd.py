@@ -41,16 +41,17 @@ def register(app: typer.Typer) -> None:
         from fvr_audit.extraction import discover_images, embed_records
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.npz import save_npz
+        from fvr_audit.io.outputs import check_output_file, writing
 
         if output.suffix.lower() != ".npz":
             raise InputError(f"{output}: output must end in .npz (vectors, labels and paths are stored together)")
         if output.exists() and output.is_dir():
             raise InputError(f"{output}: is a folder; give a file name ending in .npz")
+        check_output_file(output)  # before the work, not after an hour of it
         records, labelled = discover_images(images)
         options = extractor_options
         model = get_extractor(extractor, options)
-        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
-            console.print(f"[yellow]{line}[/]")
+        opt.announce(model)
         if not quiet:
             console.print(
                 f"{len(records)} images ({'identity folders' if labelled else 'flat folder, no labels'}) -> "
@@ -76,6 +77,7 @@ def register(app: typer.Typer) -> None:
                 f"({_count_text(run.counts)}){hint}; nothing was written"
             )
         kept = [records[i] for i in run.kept]
+        _check_rows(run.vectors[model.name], kept, model.name, output)
         arrays = {
             "vectors": run.vectors[model.name],
             "paths": np.array([r.relative for r in kept]),
@@ -86,7 +88,8 @@ def register(app: typer.Typer) -> None:
             arrays["labels"] = np.array([r.label for r in kept])
         if model.info.sha256:
             arrays["extractor_sha256"] = np.array(model.info.sha256)
-        save_npz(output, compress=compress, **arrays)
+        with writing(output):
+            save_npz(output, compress=compress, **arrays)
 
         if not quiet:
             rows = [(status.value, str(run.counts[status])) for status in FaceStatus if run.counts.get(status)]
@@ -102,6 +105,21 @@ def register(app: typer.Typer) -> None:
             + (f" ({_count_text(run.counts, usable=False)})" if unusable else ""),
             err=True,
         )
+
+
+def _check_rows(vectors: np.ndarray, kept, model_name: str, output: Path) -> None:
+    """The row checks every reader runs (`vectors inspect`, scan), before writing: a model that
+    outputs NaN or zeros must not leave a database that every later command rejects."""
+    from fvr_audit.vectors import checks
+
+    scan = checks.scan_rows(np.ascontiguousarray(vectors, dtype=np.float32))
+    for finding, what in ((scan.nonfinite, "NaN or Inf"), (scan.zero, "an all-zero vector")):
+        if finding.count:
+            raise InputError(
+                f"{model_name}: output {what} for {finding.count} of {len(kept)} photos (first: "
+                f"{kept[finding.first].relative}); the model is broken or its preprocessing wrong; "
+                f"nothing was written to {output}"
+            )
 
 
 def _count_text(counts, *, usable: bool | None = None) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import sys
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
@@ -54,12 +56,21 @@ def build_extractor_options(
     layout: Optional[Layout],
     crop: Optional[AlignmentTemplate],
     padding: Optional[float],
+    timeout: Optional[float] = None,
+    retries: Optional[int] = None,
+    concurrency: Optional[int] = None,
 ) -> ExtractorOptions:
     """Turn the raw flag values into validated :class:`ExtractorOptions`."""
     if input_size is not None and input_size <= 0:
         raise InputError(f"--input-size {input_size}: must be a positive number of pixels")
     if padding is not None and not 0 <= padding <= 2:
         raise InputError(f"--padding {padding}: must be between 0 and 2")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise InputError(f"--timeout {timeout:g}: must be a positive number of seconds")
+    if retries is not None and retries < 0:
+        raise InputError(f"--retries {retries}: must be 0 or more")
+    if concurrency is not None and concurrency < 1:
+        raise InputError(f"--concurrency {concurrency}: must be 1 or more")
     std_values = parse_triplet(std, "--std")
     if std_values is not None and any(v == 0 for v in std_values):
         raise InputError(f"--std {std}: a standard deviation of 0 would divide by zero")
@@ -71,7 +82,28 @@ def build_extractor_options(
         layout=layout,
         crop=crop,
         padding=padding,
+        timeout=timeout,
+        retries=retries,
+        concurrency=concurrency,
     )
+
+
+TimeoutOpt = typer.Option(
+    None, "--timeout", help="HTTP: most seconds one request may take in total, from connecting to the last byte (default 30)."
+)
+RetriesOpt = typer.Option(None, "--retries", help="HTTP: retries of a failed request (429, 5xx, timeout) after the first (default 4).")
+ConcurrencyOpt = typer.Option(None, "--concurrency", help="HTTP: requests in flight at once (default 4).")
+
+
+def announce(model) -> None:
+    """Print what the user must know about the extractor just created: the ONNX preprocessing
+    guessed, and warnings (credentials over plain http)."""
+    from fvr_audit.cli.common import console
+
+    for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
+        console.print(f"[yellow]{line}[/]")
+    for warning in getattr(model, "warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr)  # plain: one line, never wrapped
 
 
 #: The override flags, as (parameter, annotation, typer option); one list for every command.
@@ -83,6 +115,9 @@ OVERRIDE_PARAMETERS: tuple[tuple[str, object, object], ...] = (
     ("layout", Optional[Layout], LayoutOpt),
     ("crop", Optional[AlignmentTemplate], CropOpt),
     ("padding", Optional[float], PaddingOpt),
+    ("timeout", Optional[float], TimeoutOpt),
+    ("retries", Optional[int], RetriesOpt),
+    ("concurrency", Optional[int], ConcurrencyOpt),
 )
 
 F = TypeVar("F", bound=Callable)

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconstruct a face from every vector; write one PNG each and reconstructions.json (resumable)."""
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.outputs import check_writable_folder
         from fvr_audit.reconstructors.runner import build_reconstructor, reconstruct_to_folder
         from fvr_audit.vectors import load_vectors
 
@@ -62,8 +63,11 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--limit {limit}: must be at least 1")
         if chunk is not None and chunk < 1:
             raise InputError(f"--chunk {chunk}: must be at least 1")
+        # Before any work; a non-empty folder is fine here: it is how a run resumes.
+        check_writable_folder(output)
         options = extractor_options
         model = get_extractor(extractor, options)
+        opt.announce(model)
         attack = build_reconstructor(
             method,
             preset=preset,
@@ -77,10 +81,7 @@ def register(app: typer.Typer) -> None:
         if reason:
             raise InputError(f"{method}: {reason}")
         db = load_vectors(vectors, expected_dim=model.dim, extractor_name=model.name, allow_duplicates=True)
-        if db.extractor and db.extractor != model.name:
-            raise InputError(
-                f"{vectors}: made by {db.extractor}, not {model.name}; reconstruct with --extractor {db.extractor}"
-            )
+        db.check_made_by(model.name)
         for warning in db.warnings:
             if not quiet:
                 console.print(f"[yellow]warning:[/] {warning}")

@@ -135,19 +135,23 @@ def register(app: typer.Typer) -> None:
         junit: Optional[Path] = typer.Option(
             None, "--junit", help="Also write JUnit XML, one test per attack x engine at the gate (needs --fail-on-tpr)."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Write into a non-empty -o folder, replacing an earlier run's outputs (other files are kept)."
+        ),
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
-        from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
+        from fvr_audit.audit.scan import GallerySources, ScanSettings, check_settings, run_scan
         from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
+        from fvr_audit.io.outputs import check_output_folder
 
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
-        if output.exists() and not output.is_dir():
-            raise InputError(f"{output}: exists and is not a folder; give a folder for the report")
         if junit is not None and fail_on_tpr is None:
             raise InputError(f"--junit {junit}: needs --fail-on-tpr, the tpr each gate is tested against")
+        # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
+        check_output_folder(output, overwrite=overwrite)
         for path in (summary_md, junit):
             if path is not None:
                 check_writable(path)
@@ -173,6 +177,7 @@ def register(app: typer.Typer) -> None:
             query_budget=query_budget,
             rows=None if rows is None else parse_int_list(rows, "--rows"),
         )
+        check_settings(settings)
         sources = GallerySources(
             folder=folders[0] if folders else None,
             files=parse_assignments([g for g in gallery if "=" in g], "--gallery"),
@@ -187,8 +192,7 @@ def register(app: typer.Typer) -> None:
                 "with its exact preprocessing and its shipped generators",
                 err=True,
             )
-        for line in getattr(getattr(model, "guess", None), "describe_lines", lambda: [])():
-            console.print(f"[yellow]{line}[/]")
+        opt.announce(model)
 
         with progress_reporter(quiet=quiet) as progress:
             outcome = run_scan(
@@ -217,28 +221,43 @@ def register(app: typer.Typer) -> None:
 
 
 def gate_exceeded(results, limit: float) -> str | None:
-    """Why the CI gate fails (an attack's tpr at the verdict's K and N above ``limit``), or None."""
-    from fvr_audit.audit.results import REFERENCE_METHODS
+    """Why the CI gate fails (an attack's tpr at the gate above ``limit``, or no attack measured there), or None."""
+    from fvr_audit.audit.verdict import gate_failure
 
-    largest = {}
-    for r in results.records:
-        largest[r.engine] = max(largest.get(r.engine, 0), r.n)
-    k, n = results.settings["gate_k"], results.settings["gate_n"]
-    over = [
-        r for r in results.records
-        if r.method not in REFERENCE_METHODS and r.k == k and r.n == min(n, largest[r.engine]) and r.tpr > limit
-    ]
-    if not over:
-        return None
-    worst = max(over, key=lambda r: r.tpr)
-    return f"{worst.method} under {worst.engine}: tpr {worst.tpr:.3f} at K={worst.k}, N={worst.n} exceeds {limit}"
+    return gate_failure(results.records, results.settings["gate_k"], results.settings["gate_n"], limit)
+
+
+def owned_outputs() -> tuple[str, ...]:
+    """The entries of an output folder that a scan writes (and replaces with --overwrite)."""
+    try:
+        from fvr_audit.report.formats import FORMATTERS
+
+        reports = tuple(dict.fromkeys(f.filename for f in FORMATTERS.values()))
+    except ImportError:
+        reports = ()
+    return tuple(dict.fromkeys(("results.json", *reports, "report.html", "report.pdf", "reconstructions")))
 
 
 def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
-    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic."""
-    from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic.
 
-    output.mkdir(parents=True, exist_ok=True)
+    An earlier run's outputs in ``output`` are removed first (a stale report.pdf or a PNG of another
+    target must not pass for this run's); anything else in the folder is left alone.
+    """
+    from fvr_audit.io.outputs import writing
+
+    with writing(output):
+        return _write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
+
+
+def _write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
+    from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+    from fvr_audit.io.outputs import clear_owned, private_mkdir
+
+    if output.is_symlink():
+        raise InputError(f"{output}: is a symbolic link; give a real folder for the outputs")
+    private_mkdir(output)
+    clear_owned(output, owned_outputs())
     written: dict[str, Path] = {}
     for method, images in outcome.reconstructions.items():
         for target, image in zip(outcome.results.targets, images):

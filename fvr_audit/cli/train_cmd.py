@@ -26,6 +26,13 @@ class TrainMethod(str, Enum):
     NAIVE = "naive"
 
 
+def _default_epochs() -> int:
+    # From the settings themselves, so the help cannot drift from what a run does.
+    from fvr_audit.reconstructors.parametric.training import TrainSettings
+
+    return TrainSettings.epochs
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     @handle_errors
@@ -46,7 +53,7 @@ def register(app: typer.Typer) -> None:
             None, "--work", help="Folder for the checkpoint, history and prepared data (default ./fvr-train-METHOD-F)."
         ),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --work from its last epoch."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default 2)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs (default {_default_epochs()})."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faces per step (default 32)."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
         identity_weight: Optional[float] = typer.Option(
@@ -67,6 +74,7 @@ def register(app: typer.Typer) -> None:
         cosine(F(R(v)), v) on it is printed after every epoch.
         """
         from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.io.outputs import check_writable_folder
         from fvr_audit.reconstructors.parametric.store import export_trained
         from fvr_audit.reconstructors.parametric.training import (
             TrainingData,
@@ -92,9 +100,20 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         options = extractor_options
         model = get_extractor(extractor, options)
+        opt.announce(model)
         work = work or Path(f"fvr-train-{method}-{model.name.replace('/', '_')}")
         if (work / "checkpoint.pt").exists() and not resume:
             raise InputError(f"{work}: holds a training run already; pass --resume, or choose another --work folder")
+        if resume and not (work / "checkpoint.pt").exists():
+            if not (work / DATA_FILE).exists():
+                raise InputError(
+                    f"{work}: --resume, but there is no checkpoint.pt to resume from; "
+                    "run without --resume to start a new training, or give the --work folder of the earlier run"
+                )
+            console.print(f"--resume: no checkpoint in {work} yet; training starts at epoch 1 on its prepared data")
+        check_writable_folder(work)
+        if export is not None:
+            check_writable_folder(export)
         chosen = None
         if identities is not None:
             try:

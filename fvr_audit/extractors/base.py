@@ -17,6 +17,29 @@ from typing import Any
 import numpy as np
 
 
+#: Largest crop side any extractor is fed: face recognizers take 96-640 px; a model declaring
+#: 100000 x 100000 would need 120 GB per float crop, so it is refused up front.
+MAX_INPUT_SIDE = 4096
+#: Largest fixed batch axis an ONNX graph may declare (it is padded to that many crops).
+MAX_FIXED_BATCH = 4096
+
+
+def check_input_side(label: str, side: int) -> None:
+    """One-line InputError for a crop side no face recognizer uses (before any allocation).
+
+    >>> check_input_side("m.onnx", 100000)
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: m.onnx: input 100000x100000 is larger than any face recognizer's (at most 4096 px per side); check that this is a face recognizer
+    """
+    from fvr_audit.errors import InputError
+
+    if side > MAX_INPUT_SIDE:
+        raise InputError(
+            f"{label}: input {side}x{side} is larger than any face recognizer's (at most {MAX_INPUT_SIDE} px "
+            "per side); check that this is a face recognizer"
+        )
+
+
 class AlignmentTemplate(str, Enum):
     """How a face crop is cut from a photo."""
 

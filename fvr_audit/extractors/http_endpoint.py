@@ -32,17 +32,20 @@ import math
 import os
 import random
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
+import httpcore
 import httpx
 import numpy as np
 
 from fvr_audit import __version__
 from fvr_audit.errors import InputError, ServiceError
 from fvr_audit.extractors.base import (
+    MAX_INPUT_SIDE,
     AlignmentTemplate,
     ChannelOrder,
     Extractor,
@@ -84,6 +87,81 @@ _CLIENT_ERROR_HINTS = {
 
 class _Cancelled(Exception):
     """A request abandoned because another crop of the same batch already failed."""
+
+
+class _Deadline(threading.local):
+    """The monotonic time by which the current thread's request must be over (None: no request)."""
+
+    at: float | None = None
+
+    def bound(self, timeout: float | None) -> float | None:
+        """``timeout`` cut to what is left of the deadline; a spent deadline times out at once."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the request's total deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write waits at most until the request's deadline.
+
+    httpx's timeouts are per socket operation: a server sending one byte every few seconds never
+    trips them. Cutting each operation to the time left makes ``timeout`` a total per request.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.bound(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.bound(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._deadline.bound(timeout))
+        return _DeadlineStream(tls, self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend, with each stream bounded by the calling thread's deadline."""
+
+    def __init__(self, backend: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._backend = backend
+        self._deadline = deadline
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        stream = self._backend.connect_tcp(host, port, self._deadline.bound(timeout), local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        stream = self._backend.connect_unix_socket(path, self._deadline.bound(timeout), socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _bound_by_deadline(client: httpx.Client, deadline: _Deadline) -> None:
+    """Open every socket of ``client`` through :class:`_DeadlineBackend`: its own transport and the
+    proxy transports httpx mounted from the environment (so proxies keep working)."""
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            # httpx changed its internals: fail loudly rather than run without the total deadline.
+            raise RuntimeError("httpx's transport has no replaceable network backend; pin httpx<0.30")
+        pool._network_backend = _DeadlineBackend(backend, deadline)
 
 
 def redact_url(url: str) -> str:
@@ -147,8 +225,8 @@ class HttpEndpointExtractor(Extractor):
     """Embeds crops by POSTing each one as a PNG to ``url`` and reading ``{"embedding": [...]}``.
 
     ``options`` may set the crop (``input_size``, ``crop``, ``padding``) and the transport
-    (``timeout`` seconds per request, ``retries`` after the first attempt, ``concurrency``
-    requests in flight). ``backoff_base``/``backoff_cap``/``backoff_budget`` tune the waits
+    (``timeout``: total seconds per request, from connecting to the last byte; ``retries`` after
+    the first attempt; ``concurrency`` requests in flight). ``backoff_base``/``backoff_cap``/``backoff_budget`` tune the waits
     between retries (seconds; tests make them tiny).
     """
 
@@ -184,6 +262,18 @@ class HttpEndpointExtractor(Extractor):
 
         token = os.environ.get(TOKEN_ENV, "").strip()
         self._has_token = bool(token)
+        has_userinfo = bool(urlsplit(url).username)
+        if token and has_userinfo:
+            # httpx would send the URL's user:password as Basic auth in place of the token, silently.
+            raise InputError(
+                f"{self.display_url}: the URL holds user:password and {TOKEN_ENV} is set; only one "
+                "Authorization header can be sent: remove the credentials from the URL or unset the token"
+            )
+        #: Printed by the CLI when the extractor is created (credentials over plain http...).
+        self.warnings: tuple[str, ...] = ()
+        if (token or has_userinfo) and urlsplit(url).scheme == "http":
+            what = "the bearer token" if token else "the URL's user:password"
+            self.warnings = (f"{self.display_url}: {what} is sent over plain http; use https",)
         headers = {
             "Content-Type": "image/png",
             "Accept": "application/json",
@@ -193,12 +283,15 @@ class HttpEndpointExtractor(Extractor):
             headers["Authorization"] = f"Bearer {token}"
         # One client for all threads: httpx's connection pool is thread-safe, and sharing it
         # reuses connections instead of opening one per crop.
+        # ``timeout`` is the total per request (connect to last byte), not httpx's per-read timeout.
+        self._deadline = _Deadline()
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
             follow_redirects=False,
         )
+        _bound_by_deadline(self._client, self._deadline)
         # Bounds requests in flight across all callers (embed batches and the info probe).
         self._in_flight = threading.BoundedSemaphore(self.concurrency)
         self._lock = threading.Lock()
@@ -235,6 +328,8 @@ class HttpEndpointExtractor(Extractor):
             raise InputError(
                 f"{label}: --input-size must be a positive number of pixels, got {opts.input_size}"
             )
+        if opts.input_size is not None and opts.input_size > MAX_INPUT_SIDE:
+            raise InputError(f"{label}: --input-size {opts.input_size}: at most {MAX_INPUT_SIDE} px per side")
         if opts.padding is not None and not (math.isfinite(opts.padding) and opts.padding >= 0):
             raise InputError(f"{label}: --padding must be 0 or more, got {opts.padding:g}")
         if opts.timeout is not None and not (math.isfinite(opts.timeout) and opts.timeout > 0):
@@ -358,7 +453,11 @@ class HttpEndpointExtractor(Extractor):
             retry_after: float | None = None
             try:
                 with self._in_flight:
-                    response = self._client.post(self.url, content=body)
+                    self._deadline.at = time.monotonic() + self.timeout
+                    try:
+                        response = self._client.post(self.url, content=body)
+                    finally:
+                        self._deadline.at = None
             except httpx.TimeoutException as exc:
                 # A connect or pool timeout never reached the server; a read/write timeout did.
                 if not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -482,8 +581,7 @@ class HttpEndpointExtractor(Extractor):
                 "every request sent counts as a query, retries and one dimension probe included"
             ),
         ]
-        if self._has_token and urlsplit(self.url).scheme == "http":
-            notes.append("warning: the bearer token is sent over plain http")
+        notes.extend(f"warning: {warning}" for warning in self.warnings)
         return ExtractorInfo(
             name=self.display_url,
             dim=dim,

@@ -49,10 +49,13 @@ from fvr_audit.extractors.base import (
     ChannelOrder,
     Extractor,
     ExtractorInfo,
+    MAX_FIXED_BATCH,
+    MAX_INPUT_SIDE,
     FaceGeometry,
     Layout,
     Preprocessing,
     WhiteBox,
+    check_input_side,
 )
 from fvr_audit.extractors.registry import ExtractorOptions
 
@@ -476,6 +479,10 @@ def guess_preprocessing(
     else:
         raise InputError(f"{label}: input {_format_shape(shape)} has dynamic spatial axes; give --input-size")
     side = int(size.value)  # type: ignore[arg-type]
+    if not size.user_set:
+        check_input_side(label, side)
+    elif side > MAX_INPUT_SIDE:
+        raise InputError(f"{label}: --input-size {side}: at most {MAX_INPUT_SIDE} px per side")
     input_line = _reason_line(
         f"input {side}x{side} {layout.value.value}", {"size": size, "layout": layout}, _INPUT_FLAGS
     )
@@ -644,6 +651,11 @@ class OnnxModelExtractor(Extractor, WhiteBox):
 
         # A graph with a fixed batch axis must get batches of exactly that many crops.
         self._fixed_batch = _fixed(self.input_shape[0])
+        if self._fixed_batch is not None and self._fixed_batch > MAX_FIXED_BATCH:
+            raise InputError(
+                f"{label}: input {_format_shape(self.input_shape)} fixes a batch of {self._fixed_batch} crops; "
+                f"at most {MAX_FIXED_BATCH} are supported (export the model with a dynamic batch axis)"
+            )
         if self._fixed_batch is not None:
             self.batch_size = self._fixed_batch
 

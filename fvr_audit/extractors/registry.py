@@ -84,6 +84,9 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
         from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
 
         return HttpEndpointExtractor(spec, options)
+    transport = [f"--{name}" for name in ("timeout", "retries", "concurrency") if getattr(options, name) is not None]
+    if transport:
+        raise InputError(f"{spec}: {'/'.join(transport)} apply to http(s):// endpoints only")
     if spec in BUILTIN_EXTRACTORS:
         if not options.is_empty() and any(
             getattr(options, f) is not None

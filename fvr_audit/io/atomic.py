@@ -1,7 +1,7 @@
 """Atomic file output: a reader sees either the old file or the whole new one, never half.
 
 Outputs can hold biometric data (vectors, face images), so they are created with mode 0600
-unless the caller asks otherwise.
+unless the caller asks otherwise, and missing folders with mode 0700.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, file_mode: i
     >>> (d / "a.txt").read_text(), oct((d / "a.txt").stat().st_mode & 0o777)
     ('hello', '0o600')
     """
+    from fvr_audit.io.outputs import private_mkdir
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_mkdir(target.parent)  # 0700: what is written here may be biometric data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, file_mode)

@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import importlib
+import types
+import typing
+from collections.abc import Mapping, Sequence
 
 from fvr_audit.errors import InputError
 from fvr_audit.reconstructors.base import Reconstructor
@@ -20,6 +23,65 @@ RECONSTRUCTORS: dict[str, str] = {
     "vec2face": "fvr_audit.reconstructors.parametric:create_vec2face",
     "naive": "fvr_audit.reconstructors.parametric:create_naive",
 }
+
+
+#: name -> "module:SettingsDataclass" of the methods whose settings ``scan --set`` may change. The
+#: trained methods have none (their models come from --models, their adapter from --calibration).
+SETTINGS: dict[str, str] = {
+    "eigenfaces": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
+    "gradient": "fvr_audit.reconstructors.gradient:GradientSettings",
+}
+
+
+def _accepts(hint: object, value: object) -> bool:
+    """Whether ``value`` (from --set: bool, int, float or str) fits the type ``hint``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False  # tuples and the like cannot be written as one --set value
+
+
+def check_method_settings(method_settings: Mapping[str, Mapping[str, object]], methods: Sequence[str] | None) -> None:
+    """``--set METHOD.NAME=VALUE``: the method exists and runs, it takes NAME, and VALUE has its type.
+
+    >>> check_method_settings({"eigenfaces": {"iterations": 20, "preset": "fast"}}, None)
+    >>> check_method_settings({"eigenfaces": {"iterations": "abc"}}, None)
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: --set eigenfaces.iterations='abc': expected int
+    >>> check_method_settings({"bogus": {"x": 1}}, None)
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: --set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, vec2face
+    """
+    for method, values in method_settings.items():
+        first = next(iter(values), "")
+        if method not in RECONSTRUCTORS:
+            raise InputError(
+                f"--set {method}.{first}: {method} is not a reconstruction method; known: {', '.join(sorted(RECONSTRUCTORS))}"
+            )
+        if methods is not None and method not in methods:
+            raise InputError(f"--set {method}.{first}: {method} is not among --methods {','.join(methods) or '(none)'}")
+        if method not in SETTINGS:
+            raise InputError(f"--set {method}.{first}: {method} has no settings to set (a trained model; see --models)")
+        module_name, _, attr = SETTINGS[method].partition(":")
+        hints = typing.get_type_hints(getattr(importlib.import_module(module_name), attr))
+        for name, value in values.items():
+            if name == "preset":
+                hints_for = str
+            elif name in hints:
+                hints_for = hints[name]
+            else:
+                known = ", ".join(sorted(["preset", *hints]))
+                raise InputError(f"--set {method}.{name}: unknown setting; {method} takes: {known}")
+            if not _accepts(hints_for, value):
+                expected = getattr(hints_for, "__name__", None) or str(hints_for).replace("NoneType", "None")
+                raise InputError(f"--set {method}.{name}={value!r}: expected {expected}")
 
 
 def _factory(name: str):

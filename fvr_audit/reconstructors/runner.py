@@ -36,6 +36,7 @@ from PIL import Image
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+from fvr_audit.io.outputs import private_mkdir
 from fvr_audit.reconstructors.base import Reconstructor
 
 MANIFEST = "reconstructions.json"
@@ -93,8 +94,13 @@ def _read_manifest(folder: Path) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable ({exc}); delete it or use another output folder") from exc
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{path}: not an fvr-audit reconstructions file")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not an fvr-audit reconstructions file; delete it or use another output folder")
+    targets = manifest.get("targets", [])
+    if not isinstance(targets, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("index"), int) and isinstance(r.get("file"), str) for r in targets
+    ):
+        raise InputError(f"{path}: malformed 'targets' (each needs an index and a file); delete it or use another output folder")
     return manifest
 
 
@@ -126,9 +132,11 @@ def reconstruct_to_folder(
     reason = reconstructor.supports(extractor)
     if reason:
         raise InputError(f"{reconstructor.name}: {reason}")
+    if folder.is_symlink():
+        raise InputError(f"{folder}: is a symbolic link; give a real folder for the reconstructions")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    private_mkdir(folder)
 
     info = reconstructor.info
     header = {

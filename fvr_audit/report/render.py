@@ -37,7 +37,7 @@ from fvr_audit.audit.results import (
     Record,
     RiskLevel,
 )
-from fvr_audit.audit.verdict import HIGH_TPR
+from fvr_audit.audit.verdict import HIGH_TPR, judged_ns
 from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
@@ -272,6 +272,7 @@ def report_context(
     results: AuditResults, *, images: ReportImages | None = None, redact: bool = False
 ) -> dict:
     gate_k, gate_n = results.verdict.k, results.verdict.n
+    judged = judged_ns(results.records, int(results.settings.get("gate_n") or gate_n))
     methods = _method_order(results, images)
     styles = method_styles(methods)
     engines = [e.name for e in results.engines]
@@ -292,7 +293,7 @@ def report_context(
         "tested": _tested(results, engines),
         "styles": {m: s for m, s in styles.items()},
         "metric1": [
-            _metric1(results, engine, methods, gate_k, gate_n, i) for i, engine in enumerate(engines)
+            _metric1(results, engine, methods, gate_k, judged.get(engine, gate_n), i) for i, engine in enumerate(engines)
         ],
         "same_class": _same_class(results, engines),
         "verification": _verification(results),
@@ -321,15 +322,17 @@ def _short(engine: str) -> str:
 def _verdict(results: AuditResults, engines: list[str]) -> dict:
     verdict = results.verdict
     k, n = verdict.k, verdict.n
+    judged = judged_ns(results.records, int(results.settings.get("gate_n") or n))
     per_engine = []
     for engine in engines:
+        at = judged.get(engine, n)
         attacks = [
             r
             for r in results.records
-            if r.engine == engine and r.k == k and r.n == n and r.method not in REFERENCE_METHODS
+            if r.engine == engine and r.k == k and r.n == at and r.method not in REFERENCE_METHODS
         ]
         best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr)) if attacks else None
-        original = results.record("original", engine, k, n)
+        original = results.record("original", engine, k, at)
         per_engine.append(
             {
                 "engine": engine,

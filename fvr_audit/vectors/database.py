@@ -98,6 +98,20 @@ class VectorDatabase:
         value = self.metadata.get("extractor")
         return str(value) if value is not None else None
 
+    def check_made_by(self, extractor_name: str) -> None:
+        """InputError when the file says another extractor made its vectors: they could not be
+        compared with ``extractor_name``'s, whatever their dimension.
+
+        >>> db = VectorDatabase(Path("db.npz"), np.eye(2, dtype=np.float32), metadata={"extractor": "faceres-1024"})
+        >>> db.check_made_by("faceres-1024"); db.check_made_by("dlib-resnet128")
+        Traceback (most recent call last):
+        fvr_audit.errors.InputError: db.npz: made by faceres-1024, not dlib-resnet128; run with --extractor faceres-1024
+        """
+        if self.extractor and self.extractor != extractor_name:
+            raise InputError(
+                f"{self.path}: made by {self.extractor}, not {extractor_name}; run with --extractor {self.extractor}"
+            )
+
     def identity_counts(self) -> dict[str, int]:
         """Vectors per identity (label), sorted by label; empty without labels."""
         if self.labels is None:

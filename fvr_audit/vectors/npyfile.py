@@ -35,6 +35,12 @@ PICKLE_MAGICS = tuple(bytes([0x80, proto]) for proto in range(2, 6))
 #: What to tell the user to do after "it contains Python objects".
 NEVER_UNPICKLE = "contains Python objects (pickled); fvr-audit never unpickles untrusted files"
 
+#: A compressed member may declare at most this many times its stored size (a deflate bomb
+#: declares ~1000x; float vectors compress ~1.1x, repeated labels a few tens)...
+MAX_EXPANSION = 200
+#: ...once it declares more than this many bytes (small members of repeated strings may exceed it).
+EXPANSION_CHECKED_ABOVE = 64 << 20
+
 _ZIP_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # 30 bytes, APPNOTE 4.3.7
 _COPY_BLOCK = 16 * 1024 * 1024
 #: What reading a damaged or unusual member raises: bad CRC, broken deflate stream, premature end,
@@ -85,6 +91,9 @@ def sniff(path: Path) -> str:
     try:
         if path.is_dir():
             raise InputError(f"{path}: is a directory; give a .npy or .npz file")
+        if path.exists() and not path.is_file():
+            # a named pipe or a device: opening it could block forever, and it cannot be memory-mapped
+            raise InputError(f"{path}: not a regular file (a pipe, socket or device); give a .npy or .npz file")
         with open(path, "rb") as handle:
             head = handle.read(8)
     except FileNotFoundError:
@@ -224,14 +233,46 @@ def _read_compressed(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> 
     return array
 
 
+def memory_limit() -> int:
+    """Most bytes one array may take when it must be decompressed into memory: the machine's RAM."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit we can know
+        return 1 << 62
+
+
+def _check_compressed_sizes(info: zipfile.ZipInfo, where: str, shape, dtype: np.dtype, header_bytes: int) -> None:
+    """Before allocating: the array's declared size must fit the member's declared size, the member's
+    expansion must be plausible, and the whole must fit in memory (all from headers alone)."""
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > info.file_size - header_bytes:
+        raise InputError(
+            f"{where}: corrupt .npz: the header declares shape {shape} {dtype.name} ({needed} bytes) but the "
+            f"member holds {max(0, info.file_size - header_bytes)} bytes of data; copy or export the file again"
+        )
+    if info.file_size > EXPANSION_CHECKED_ABOVE and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
+        raise InputError(
+            f"{where}: refusing to decompress {info.compress_size} bytes into {info.file_size} bytes "
+            f"({info.file_size // max(info.compress_size, 1)}x, more than vectors ever compress); "
+            "the file looks like a decompression bomb; save the vectors with numpy.savez"
+        )
+    if needed > memory_limit():
+        raise InputError(
+            f"{where}: compressed array of {needed} bytes does not fit in this machine's memory; save it "
+            "uncompressed with numpy.savez (then it is memory-mapped) or split it"
+        )
+
+
 def _compressed_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> StoredArray:
     try:
         with zf.open(info) as member:
             shape, fortran, dtype = _read_header(member, where)
+            header_bytes = member.tell()
     except _ZIP_READ_ERRORS as error:
         raise InputError(
             f"{where}: cannot decompress ({error}); the file is truncated or corrupt; copy or export it again"
         ) from None
+    _check_compressed_sizes(info, where, shape, dtype, header_bytes)
     return StoredArray(where, shape, dtype, fortran, False, lambda: _read_compressed(zf, info, where))
 
 

@@ -139,18 +139,21 @@ class RidgeAdapter:
 
     @classmethod
     def load(cls, path: Path) -> RidgeAdapter:
+        from fvr_audit.io.npz import load_npz
+
+        what = "an fvr-audit adapter file (from `fvr-audit adapter`)"
+        d = load_npz(path, ("meta", "numbers", "weights", "source_mean", "target_mean"), what=what)
         try:
-            with np.load(path, allow_pickle=False) as d:
-                meta = [str(s) for s in d["meta"]]
-                numbers = d["numbers"].tolist()
-                source, target, sha = meta[:3]
-                origin = meta[3] if len(meta) > 3 else ""
-                lam, cv, fit, samples, identities = numbers[:5]
-                seconds = numbers[5] if len(numbers) > 5 else 0.0
-                return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit,
-                           int(samples), int(identities), origin, seconds)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{path}: not an fvr-audit adapter file ({exc})") from exc
+            meta = [str(s) for s in d["meta"]]
+            numbers = d["numbers"].tolist()
+            source, target, sha = meta[:3]
+            origin = meta[3] if len(meta) > 3 else ""
+            lam, cv, fit, samples, identities = numbers[:5]
+            seconds = numbers[5] if len(numbers) > 5 else 0.0
+            return cls(source, target, sha, d["weights"], d["source_mean"], d["target_mean"], lam, cv, fit,
+                       int(samples), int(identities), origin, seconds)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise InputError(f"{path}: not {what} ({exc})") from None
 
 
 def fit_adapter_from_photos(folder: Path, source_extractor, target_extractor, *, on_progress=None) -> RidgeAdapter:

@@ -110,8 +110,10 @@ def export_trained(
     from fvr_audit.reconstructors.parametric.networks import OUTPUT_SIZE
     from fvr_audit.reconstructors.parametric.training import TrainingData, export_onnx, load_generator
 
+    from fvr_audit.io.outputs import private_mkdir
+
     directory = Path(directory) if directory else models_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    private_mkdir(directory)
     dim = extractor.dim
     generator, history, fingerprint = load_generator(work, method, dim)
     settings = fingerprint["settings"]

@@ -44,6 +44,7 @@ from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonica
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
+from fvr_audit.io.outputs import private_mkdir
 
 METHODS = ("nbnet", "vec2face", "naive")
 CHECKPOINT = "checkpoint.pt"
@@ -145,18 +146,18 @@ class TrainingData:
 
     @classmethod
     def load(cls, path: Path) -> TrainingData:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(
-                    faces=data["faces"],
-                    vectors=data["vectors"].astype(np.float32),
-                    labels=data["labels"],
-                    source=str(data["source"]),
-                    extractor=str(data["extractor"]),
-                    extractor_sha256=str(data["extractor_sha256"]),
-                )
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: not a training-data file ({exc})") from exc
+        from fvr_audit.io.npz import load_npz
+
+        keys = ("faces", "vectors", "labels", "source", "extractor", "extractor_sha256")
+        data = load_npz(path, keys, what="a training-data file (training-data.npz of `fvr-audit train`)")
+        return cls(
+            faces=data["faces"],
+            vectors=data["vectors"].astype(np.float32),
+            labels=data["labels"],
+            source=str(data["source"]),
+            extractor=str(data["extractor"]),
+            extractor_sha256=str(data["extractor_sha256"]),
+        )
 
 
 def prepare_training_data(
@@ -361,7 +362,7 @@ def train(
     if data.extractor != extractor.name:
         raise InputError(f"training data made by {data.extractor}, not {extractor.name}")
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
+    private_mkdir(work)  # 0700: checkpoints and prepared faces are biometric data
     torch.manual_seed(settings.seed)
     dim = data.vectors.shape[1]
     generator = build_generator(settings.method, dim)
@@ -560,7 +561,7 @@ def export_onnx(generator, dim: int, path: Path) -> None:
     got = session.run(None, {"vector": example.numpy()})[0]
     if not np.allclose(got, expected, atol=0.05):
         raise RuntimeError(f"ONNX export differs from torch (max abs {np.abs(got - expected).max():.3g})")
-    atomic_write_bytes(path, data, file_mode=0o644)
+    atomic_write_bytes(path, data)  # 0600: the weights are fitted to the training faces
 
 
 __all__ = [
