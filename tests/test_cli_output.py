@@ -81,9 +81,9 @@ def test_models_tables_keep_every_file_name_on_one_line_when_redirected(tmp_path
     for entry in load_manifest(models_dir()).values():
         if entry.kind == "reconstructor":
             line = line_with(stdout, rf"\s{re.escape(Path(entry.file).name)}\s")
-            assert entry.sha256[:16] in line
+            assert entry.sha256[:16] in line and line.endswith(" ok")
         else:
-            line_with(stdout, rf"^{re.escape(entry.file)}\s+{re.escape(entry.kind)}\s.*{entry.sha256[:16]}$")
+            line_with(stdout, rf"^{re.escape(entry.file)}\s+{re.escape(entry.kind)}\s.*{entry.sha256[:16]}\s+ok$")
 
 
 def test_vectors_inspect_keeps_a_long_path_and_values_on_one_line(tmp_path):

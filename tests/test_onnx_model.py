@@ -355,7 +355,7 @@ def test_info_describes_the_file(tmp_path: Path) -> None:
     assert info.source == f"user ONNX file {path}"
     assert info.license == "unknown (user-supplied)"
     assert info.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert info.differentiable is False
+    assert info.differentiable is True  # white-box through the torch interpreter of its graph
     assert info.notes.splitlines() == extractor.guess.describe_lines()
     assert extractor.queries_used == 0
 

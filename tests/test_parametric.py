@@ -260,13 +260,26 @@ def test_shipped_generators_beat_four_times_chance_on_the_demo_identities(dlib):
 
 
 def test_black_box_extractor_trains_with_a_surrogate_perceptual_loss_recorded_as_used(tmp_path, dlib):
-    """A user ONNX model has no gradients: the feature loss goes through dlib-resnet128 on the real
-    photo instead, and the exported model records that it used dlib (so dlib may not judge it)."""
+    """A black box (an endpoint, or a graph the interpreter cannot run) has no gradients: the feature
+    loss goes through dlib-resnet128 on the real photo instead, and the exported model records that
+    it used dlib (so dlib may not judge it)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # importlib mode: tests/ is not on sys.path
     from onnx_factories import build_embedding_model
 
-    user = get_extractor(str(build_embedding_model(tmp_path / "user.onnx", dim=16)))
-    assert user.info.differentiable is False
+    from fvr_audit.extractors.base import Extractor, white_box_forward
+
+    model = get_extractor(str(build_embedding_model(tmp_path / "user.onnx", dim=16)))
+
+    class BlackBox(Extractor):
+        """The same model seen only through its outputs."""
+
+        info = model.info
+
+        def embed_raw(self, crops):
+            return model.embed_raw(crops)
+
+    user = BlackBox()
+    assert white_box_forward(user)[0] is None
     base = synthetic_data(user, identities=6, per_identity=2)
     data = TrainingData(base.faces, base.vectors, base.labels, "synthetic", user.name, user.info.sha256 or "")
     steps = []
@@ -281,8 +294,9 @@ def test_black_box_extractor_trains_with_a_surrogate_perceptual_loss_recorded_as
 
 
 def test_scan_of_an_extractor_without_generators_uses_the_calibration_adapter(lfw_dir, tmp_path):
-    """F = mobileface-256 has no trained reconstructor: without --calibration the scan says how to get
-    one; with it, naive runs through a ridge adapter into dlib space and dlib is not let judge it."""
+    """F = mobileface-256 has no trained reconstructor: with self-calibration off and no --calibration
+    the scan says how to get one; with it, naive runs through a ridge adapter into dlib space and dlib
+    is not let judge it."""
     from fvr_audit.datasets.lfw import lfw_identities, lfw_split
 
     identities = lfw_identities(lfw_dir)
@@ -300,7 +314,7 @@ def test_scan_of_an_extractor_without_generators_uses_the_calibration_adapter(lf
     assert runner.invoke(app, ["extract", str(db_tree), "-e", "mobileface-256", "-o", str(db), "-q"]).exit_code == 0
     base = ["scan", str(db), "-e", "mobileface-256", "--engine", "local:mobileface-256,local:dlib-resnet128",
             "--gallery", str(db_tree), "--k", "1,5", "--n", "10", "--sample", "12", "--no-pdf", "-q", "--json"]
-    without = runner.invoke(app, [*base, "--methods", "naive", "-o", str(tmp_path / "a")])
+    without = runner.invoke(app, [*base, "--methods", "naive", "--calibration-faces", "0", "-o", str(tmp_path / "a")])
     assert without.exit_code == 2 and "no naive reconstructor trained for mobileface-256" in without.output
     assert "--calibration" in without.output
     with_adapter = runner.invoke(app, [*base, "--methods", "naive", "--calibration", str(calibration), "-o", str(tmp_path / "b")])
@@ -310,7 +324,7 @@ def test_scan_of_an_extractor_without_generators_uses_the_calibration_adapter(lf
     assert method["settings"]["adapter"].startswith("ridge mobileface-256->dlib-resnet128")
     assert "dlib-resnet128" in method["models_used"]
     judged_by = {r["engine"] for r in results["records"] if r["method"] == "naive"}
-    assert judged_by == {"local:mobileface-256"}
+    assert judged_by == {"local:mobileface-256", "system:mobileface-256"}
     assert any("adapter" in note for note in results["notes"])
 
 

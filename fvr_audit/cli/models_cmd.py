@@ -39,22 +39,8 @@ def register(app: typer.Typer) -> None:
                 for e, status in zip(others, other_status)
             ]
             typer.echo(json.dumps({"reconstructors": rows, "other_files": files}, indent=2))
-            return
-        rows = []
-        for f, status in zip(recon, recon_status):
-            d = f.details
-            trained = f"{d.get('training_images')} photos of {d.get('training_identities')} identities; {d.get('training_data', '')}"
-            rows.append(
-                (
-                    f.method, f.extractor, trained, f"{d.get('validation_median_cosine', float('nan')):.3f}",
-                    str(f.path.name), f.entry.sha256[:16], status,
-                )
-            )
-        columns = ("method", "extractor", "training data", Column("val. cos", Align.RIGHT), "file", "sha256", "status")
-        print_table(TextTable.build("Trained reconstructors", columns, rows), stdout_console)
-        other_rows = [(e.file, e.kind, f"{e.size / 1e6:.1f} MB", e.sha256[:16], status) for e, status in zip(others, other_status)]
-        columns = ("file", "kind", Column("size", Align.RIGHT), "sha256", "status")
-        print_table(TextTable.build("Other model files", columns, other_rows), stdout_console)
+        else:
+            _print_tables(recon, recon_status, others, other_status)
         bad = [(f.path, s) for f, s in zip(recon, recon_status) if s != "ok"]
         bad += [(models_dir() / e.file, s) for e, s in zip(others, other_status) if s != "ok"]
         if bad:
@@ -64,3 +50,21 @@ def register(app: typer.Typer) -> None:
                 f"{path}: {'missing' if status == 'missing' else 'sha256 differs from its manifest'}{more}; "
                 "reinstall or rebuild it"
             )
+
+
+def _print_tables(recon, recon_status, others, other_status) -> None:
+    rows = []
+    for f, status in zip(recon, recon_status):
+        d = f.details
+        trained = f"{d.get('training_images')} photos of {d.get('training_identities')} identities; {d.get('training_data', '')}"
+        rows.append(
+            (
+                f.method, f.extractor, trained, f"{d.get('validation_median_cosine', float('nan')):.3f}",
+                str(f.path.name), f.entry.sha256[:16], status,
+            )
+        )
+    columns = ("method", "extractor", "training data", Column("val. cos", Align.RIGHT), "file", "sha256", "status")
+    print_table(TextTable.build("Trained reconstructors", columns, rows), stdout_console)
+    other_rows = [(e.file, e.kind, f"{e.size / 1e6:.1f} MB", e.sha256[:16], status) for e, status in zip(others, other_status)]
+    columns = ("file", "kind", Column("size", Align.RIGHT), "sha256", "status")
+    print_table(TextTable.build("Other model files", columns, other_rows), stdout_console)

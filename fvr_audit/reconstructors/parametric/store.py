@@ -86,7 +86,8 @@ def find_reconstructor(method: str, extractor_name: str, extractor_sha256: str |
     return None, (
         f"no {method} reconstructor trained for {extractor_name} (trained for: {', '.join(trained_for)}); "
         f"train one (fvr-audit train {method} --extractor {extractor_name} --faces DIR --export DIR, then --models DIR) "
-        f"or map the vectors to dlib-resnet128 with --calibration DIR (a folder of face photos)"
+        f"or map the vectors to dlib-resnet128: scan does it by itself on its own synthetic faces unless "
+        f"--calibration-faces 0, or with --calibration DIR (a folder of face photos)"
     )
 
 
