@@ -21,7 +21,8 @@ Protocol:
   ``bench_reconstruction.py``: each judge's gallery is every other LFW photo (5,749 identities),
   N = 1000 random subsets holding the true identity; ``original`` is the target photo itself.
   dlib-resnet128 judges only the attacks that did not use it (gradient, eigenfaces);
-  mobileface-256 judges every attack. faceres-1024 (= F) is not a judge here.
+  mobileface-256 judges every attack; faceres-1024 is F itself (the same function as the user's
+  copy): the paper's same-system row, as in the README's table of generator routes.
 * ``--endpoint``: F is served on 127.0.0.1 by :mod:`fvr_audit.extractors.http_server` and
   reached as a black box; the JSON compares the scan's query count with the server's.
 
@@ -169,7 +170,7 @@ def main() -> None:
         result["server_requests"] = server.requests
     # The same reconstructions judged with labels by independent recognizers.
     judges = {}
-    for judge_name in ("dlib-resnet128", "mobileface-256"):
+    for judge_name in ("faceres-1024", "dlib-resnet128", "mobileface-256"):
         judge = get_extractor(judge_name)
         vectors, judge_paths = load_cache(judge_name)
         assert (judge_paths == paths).all(), "the LFW caches must list the same photos in the same order"
@@ -178,7 +179,7 @@ def main() -> None:
         rows = {"original": topk_rows(gallery.identity_scores(vectors[target_photos]), truth, args.topk_seeds)}
         for method, images in outcome.reconstructions.items():
             used = next(m.models_used for m in results.methods if m.name == method)
-            if any(judge_name in str(u) for u in used):
+            if judge_name != "faceres-1024" and any(judge_name in str(u) for u in used):
                 rows[method] = {"not_judged": f"{method} used {judge_name}"}
                 continue
             queries = judge.embed(crop_from_canonical(images, judge.geometry))
