@@ -290,6 +290,7 @@ def report_context(
         "redact_grid": REDACT_GRID,
         "high_tpr": HIGH_TPR,
         "verdict": _verdict(results, engines),
+        "system": _system(results),
         "tested": _tested(results, engines),
         "styles": {m: s for m, s in styles.items()},
         "metric1": [
@@ -356,6 +357,34 @@ def _verdict(results: AuditResults, engines: list[str]) -> dict:
         "per_engine": per_engine,
         "fairness_violations": _fairness(results, engines)["violations"],
     }
+
+
+def _system(results: AuditResults) -> dict | None:
+    """The deployed system's own figures in plain words: F against every row of the leaked database."""
+    from fvr_audit.audit.verdict import SYSTEM_PREFIX
+
+    engine = next((e for e in results.engines if e.name.startswith(SYSTEM_PREFIX)), None)
+    if engine is None:
+        return None
+    n = engine.gallery_identities
+    top1 = [r for r in results.records if r.engine == engine.name and r.k == 1 and r.n == n and r.method not in REFERENCE_METHODS]
+    accepted = [v for v in results.verification if v.engine == engine.name and v.method not in REFERENCE_METHODS]
+    if not top1 and not accepted:
+        return None
+    parts = []
+    if accepted:
+        best = max(accepted, key=lambda v: (v.sar_ci[0], v.sar))
+        parts.append(
+            f"It would accept the {best.method} reconstruction as the person whose template leaked for {best.sar:.0%} of "
+            f"targets (95% interval {best.sar_ci[0]:.0%}-{best.sar_ci[1]:.0%}), at a false-match rate of {best.fmr:g}."
+        )
+    if top1:
+        best = max(top1, key=lambda r: (r.tpr_ci[0], r.tpr))
+        parts.append(
+            f"Searching all {n:,} rows, it ranks the leaked row first for {best.tpr:.0%} of targets with {best.method} "
+            f"(chance: {best.baseline:.2%})."
+        )
+    return {"sentence": " ".join(parts), "labelled": bool(results.database.get("labelled", True))}
 
 
 def _engine(results: AuditResults, name: str) -> EngineSummary | None:
