@@ -115,6 +115,8 @@ class EngineSummary:
     threshold: float | None
     #: True when the engine is the extractor F itself (the paper's minimal baseline).
     is_f: bool
+    #: The name of the engine's model (its extractor): what an attack's ``models_used`` names.
+    model: str = ""
 
 
 @dataclass(frozen=True)

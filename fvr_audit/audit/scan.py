@@ -28,6 +28,7 @@ from fvr_audit.audit.results import (
     Target,
     Verification,
 )
+from fvr_audit.audit.fairness import Judging, judging
 from fvr_audit.audit.system_match import measure_against_database
 from fvr_audit.audit.verdict import check_gate, decide_verdict
 from fvr_audit.engines.base import Gallery
@@ -214,7 +215,7 @@ def run_scan(
     for state in engines:
         advance = progress(f"re-identify: {state.engine.name}", len(reconstructions) + 2)
         for summary in summaries:
-            if not state.is_f and state.engine.extractor.name in summary.models_used:
+            if judging(summary.models_used, state.engine.extractor.name, engine_is_f=state.is_f) is Judging.USED:
                 notes.append(
                     f"{summary.name} used {state.engine.extractor.name}, so it is not evaluated by "
                     f"{state.engine.name}: an attack may never use the engine that judges it"
@@ -805,6 +806,7 @@ def _engine_summary(state: _EngineState) -> EngineSummary:
         gallery_vectors=len(state.gallery.labels),
         threshold=info.threshold,
         is_f=state.is_f,
+        model=state.engine.extractor.name,
     )
 
 

@@ -118,6 +118,7 @@ def measure_against_database(
         gallery_vectors=n,
         threshold=None,
         is_f=True,
+        model=extractor.name,
     )
     return records, verification, summary, queries
 

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from enum import Enum
 
+from fvr_audit.audit.fairness import Judging, engine_model, judging
 from fvr_audit.audit.results import LOWER_BOUND_NOTICE, REFERENCE_METHODS, AuditResults, Record
 from fvr_audit.cli.console import Align, Column, TextTable
 
@@ -102,9 +103,8 @@ def gate_checks(results: AuditResults, limit: float) -> tuple[GateCheck, ...]:
 
 def _judge(attack, engine, record: Record | None, limit: float) -> tuple[GateOutcome, str]:
     if record is None or not math.isfinite(record.tpr):
-        # The scan's own rule (audit/scan.py): an attack that used a secondary engine's model is
-        # not judged by that engine.
-        if not engine.is_f and engine.name.split(":", 1)[-1] in attack.models_used:
+        # The fairness rule (audit/fairness.py): an attack is not judged by an engine whose model it used.
+        if judging(attack.models_used, engine_model(engine.name, engine.model), engine_is_f=engine.is_f) is Judging.USED:
             return GateOutcome.EXCLUDED, f"{attack.name} used {engine.name}'s model, so that engine does not judge it"
         return GateOutcome.NOT_MEASURED, f"no tpr was measured for {attack.name} under {engine.name}: the gate measured nothing"
     figure = f"tpr {record.tpr:.3f} (95% CI {record.tpr_ci[0]:.3f}-{record.tpr_ci[1]:.3f}) at K={record.k}, N={record.n}"

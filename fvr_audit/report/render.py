@@ -37,6 +37,7 @@ from fvr_audit.audit.results import (
     Record,
     RiskLevel,
 )
+from fvr_audit.audit.fairness import Judging, engine_model, judging
 from fvr_audit.audit.verdict import HIGH_TPR, judged_ns
 from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
@@ -395,19 +396,16 @@ def _fairness(results: AuditResults, engines: list[str]) -> dict:
     """Which attack touched which judging engine: the attacks must not use the F' that judges them."""
     rows, violations = [], []
     for method in results.methods:
-        used = {u.lower() for u in method.models_used} | {_short(u).lower() for u in method.models_used}
         cells = []
         for engine in engines:
             summary = _engine(results, engine)
-            touched = engine.lower() in used or _short(engine).lower() in used
-            if summary is not None and summary.is_f:
-                status = "f"
-            elif touched:
-                status = "violation"
+            status = judging(
+                method.models_used, engine_model(engine, summary.model if summary else ""),
+                engine_is_f=bool(summary and summary.is_f),
+            )
+            if status is Judging.USED:
                 violations.append((method.name, engine))
-            else:
-                status = "independent"
-            cells.append({"engine": engine, "status": status})
+            cells.append({"engine": engine, "status": status.value})
         rows.append({"method": method.name, "cells": cells})
     return {"rows": rows, "violations": violations}
 
