@@ -137,6 +137,8 @@ def main() -> None:
         if server is not None:
             server.close()
     results = outcome.results
+    # The scan returns its targets in row order; judge each reconstruction against its own photo.
+    target_photos = [int(enrolled[t.index]) for t in results.targets]
     result = {
         "benchmark": "operator_extractor",
         "tag": args.tag,

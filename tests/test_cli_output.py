@@ -33,7 +33,7 @@ from fvr_audit.cli.progress import LineReporter, progress_reporter
 # Helpers that live next to this file; pytest's importlib mode does not put tests/ on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sample_results import sample_results  # noqa: E402
-from test_scan import clustered  # noqa: E402
+from test_scan import clustered, write_two_engine_databases  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -245,11 +245,7 @@ def test_reconstruct_prints_timed_progress_lines_in_a_log(tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def gated_scan(tmp_path_factory):
     """One real scan (the shipped naive generator, two engines) gated at 0: the gate fails."""
-    folder = tmp_path_factory.mktemp("gated")
-    vectors, labels, paths = clustered(300, 3, 128, noise=0.6)
-    np.savez(folder / "db.npz", vectors=vectors, labels=labels, paths=paths)
-    faceres, f_labels, f_paths = clustered(300, 3, 1024, noise=0.9, seed=1)
-    np.savez(folder / "faceres.npz", vectors=faceres, labels=f_labels, paths=f_paths)
+    folder = write_two_engine_databases(tmp_path_factory.mktemp("gated"))
     code, stdout, stderr = run_redirected(
         folder, "scan", "db.npz", "--methods", "naive", "--sample", "20", "--n", "50,100,300", "--no-pdf",
         "--gallery", "local:faceres-1024=faceres.npz", "-o", "out", "--fail-on-tpr", "0",

@@ -27,14 +27,18 @@ def clustered(identities: int, per_identity: int, dim: int, noise: float, seed: 
     return vectors.astype(np.float32), labels, paths
 
 
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("db")
+def write_two_engine_databases(folder):
+    """db.npz (dlib-resnet128's 128-d space) and faceres.npz (1024-d), 300 identities x 3 each."""
     vectors, labels, paths = clustered(300, 3, 128, noise=0.6)
     np.savez(folder / "db.npz", vectors=vectors, labels=labels, paths=paths)
     faceres, f_labels, f_paths = clustered(300, 3, 1024, noise=0.9, seed=1)
     np.savez(folder / "faceres.npz", vectors=faceres, labels=f_labels, paths=f_paths)
     return folder
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    return write_two_engine_databases(tmp_path_factory.mktemp("db"))
 
 
 def scan_args(database, tmp_path, *extra):
