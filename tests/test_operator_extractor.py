@@ -308,3 +308,13 @@ def test_query_budget_too_small_is_refused_before_any_attack(tmp_path):
     db = plain_database(tmp_path / "v.npy", dlib, rows=10)
     with pytest.raises(InputError, match="--query-budget 50: too small"):
         run_scan(db, dlib, ScanSettings(sample=5, query_budget=50, methods=("eigenfaces",)))
+
+
+def test_reconstruct_self_calibrates_a_parametric_method_for_a_user_onnx(tmp_path):
+    model = conv_model(tmp_path / "user.onnx")
+    db = plain_database(tmp_path / "v.npy", get_extractor(str(model)), rows=4)
+    result = runner.invoke(app, ["reconstruct", str(db), "--method", "naive", "-e", str(model), "-o", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "r" / "reconstructions.json").read_text())
+    assert len(list((tmp_path / "r").glob("*.png"))) == 4
+    assert "dlib-resnet128" in manifest["models_used"]

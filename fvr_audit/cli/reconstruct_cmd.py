@@ -78,6 +78,17 @@ def register(app: typer.Typer) -> None:
             **_parametric_extras(method, models, adapter),
         )
         reason = attack.supports(model)
+        if reason and adapter is None and method in _parametric_methods():
+            # No generator of its own for F: adapt the shipped ones on the tool's own faces, as scan does.
+            from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
+
+            with progress_reporter(quiet=quiet) as progress:
+                calibration = self_calibrate(model, on_progress=progress.phase("self-calibration", 2000))
+            if not quiet:
+                console.print(calibration.describe())
+            attack = build_reconstructor(method, preset=preset, **_parametric_extras(method, models, None),
+                                         adapter=calibration.adapter)
+            reason = attack.supports(model)
         if reason:
             raise InputError(f"{method}: {reason}")
         db = load_vectors(vectors, expected_dim=model.dim, extractor_name=model.name, allow_duplicates=True)
@@ -120,6 +131,12 @@ def register(app: typer.Typer) -> None:
             f"({len(records)} of {total}) in {run.seconds:.1f} s",
             err=True,
         )
+
+
+def _parametric_methods() -> tuple[str, ...]:
+    from fvr_audit.audit.scan import PARAMETRIC_METHODS
+
+    return PARAMETRIC_METHODS
 
 
 def _parametric_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
