@@ -318,3 +318,17 @@ def test_reconstruct_self_calibrates_a_parametric_method_for_a_user_onnx(tmp_pat
     manifest = json.loads((tmp_path / "r" / "reconstructions.json").read_text())
     assert len(list((tmp_path / "r").glob("*.png"))) == 4
     assert "dlib-resnet128" in manifest["models_used"]
+
+
+def test_gradient_with_a_surrogate_records_it_and_its_adapter(tmp_path):
+    from fvr_audit.reconstructors.gradient import create_gradient
+
+    user = get_extractor(str(conv_model(tmp_path / "user.onnx")))
+    targets = np.load(plain_database(tmp_path / "v.npy", user, rows=2))
+    attack = create_gradient(iterations=3, surrogates="mobileface-256", surrogate_faces=40)
+    result = attack.reconstruct(targets, user)
+    assert result.images.shape == (2, 200, 200, 3)
+    assert "mobileface-256" in result.models_used  # so mobileface-256 may not judge it
+    assert any(str(u).startswith("adapter ridge user.onnx->mobileface-256") for u in result.models_used)
+    with pytest.raises(InputError, match="unknown extractor"):
+        create_gradient(iterations=1, surrogates="nope").reconstruct(targets, user)

@@ -94,6 +94,15 @@ class GradientSettings:
     #: Targets optimised in one batch (the runner's chunks are split into these).
     batch_targets: int = 32
     basis: str = DEFAULT_BASIS_FILE
+    #: Surrogate recognizers (built-in names) whose cosine to the target, mapped into their space by a
+    #: ridge adapter fitted on the tool's own faces, is maximised too: a face that several models read
+    #: as the person, not F alone. Each is recorded as used (it may then not judge the attack). Names
+    #: joined by "+", e.g. ``--set gradient.surrogates=mobileface-256``.
+    surrogates: str = ""
+    #: Weight of each surrogate's cosine in the loss (F's has weight 1).
+    surrogate_weight: float = 0.5
+    #: Synthetic faces the surrogates' adapters are fitted on (embedded by F and by each surrogate).
+    surrogate_faces: int = 2000
 
     def effective_iterations(self) -> int:
         if self.query_budget is None:
@@ -189,10 +198,12 @@ class GradientReconstructor(Reconstructor):
             raise InputError(f"gradient: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
         seeds = target_seeds if target_seeds is not None else [seed + i for i in range(len(targets))]
         forward = self._forward(extractor)
+        surrogates = self._surrogates(extractor, targets)
         images, steps, traces = [], [], []
         bt = self.settings.batch_targets
         for lo in range(0, len(targets), bt):
-            imgs, used, trace = self._optimise(targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward)
+            chunk = [(ext, fwd, mapped[lo : lo + bt]) for ext, fwd, mapped, _ in surrogates]
+            imgs, used, trace = self._optimise(targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk)
             images.append(imgs)
             steps.append(used)
             traces += trace
@@ -208,13 +219,31 @@ class GradientReconstructor(Reconstructor):
             similarity=similarity,
             queries=queries,
             seconds=time.perf_counter() - start,
-            models_used=(extractor.name, self.settings.basis),
+            models_used=(extractor.name, self.settings.basis, *(e.name for e, _, _, _ in surrogates),
+                         *(note for _, _, _, note in surrogates)),
             settings={"preset_resolved": asdict(self.settings), "trace": traces},
         )
 
+    def _surrogates(self, extractor: Extractor, targets: np.ndarray) -> list:
+        """(surrogate, its torch forward, the targets mapped into its space, a provenance line) each."""
+        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.reconstructors.parametric.self_calibration import synthetic_adapter
+
+        out = []
+        for name in [n for n in self.settings.surrogates.split("+") if n]:
+            if name == extractor.name:
+                continue
+            surrogate = get_extractor(name)
+            forward, reason = torch_forward(surrogate)
+            if forward is None:
+                raise InputError(f"gradient: surrogate {name}: {reason}")
+            adapter = synthetic_adapter(extractor, surrogate, faces=self.settings.surrogate_faces)
+            out.append((surrogate, forward, adapter.transform(targets), f"adapter {adapter.describe()}"))
+        return out
+
     # ------------------------------------------------------------------------------------------
 
-    def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward):
+    def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward, surrogates=()):
         import torch
         import torch.nn.functional as F
 
@@ -283,6 +312,8 @@ class GradientReconstructor(Reconstructor):
             emb = F.normalize(forward(x), dim=1)
             cos = (emb * target[idx].repeat_interleave(s.samples, dim=0)).sum(1).view(len(rows), s.samples).mean(1)
             loss = -cos.sum() + s.prior_weight * (zz**2).mean(1).sum() * 1.0
+            for other, other_forward, mapped in surrogates:
+                loss = loss - s.surrogate_weight * self._surrogate_cosine(canvas, other, other_forward, mapped[rows]).sum()
             if rr is not None:
                 loss = loss + s.residual_weight * ((rr / 255.0) ** 2).mean((1, 2, 3)).sum() * 100.0
                 if s.tv_weight:
@@ -319,6 +350,27 @@ class GradientReconstructor(Reconstructor):
             final = render(z, r).clamp(0, 255)
         images = final.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
         return images, used, trace
+
+    @staticmethod
+    def _surrogate_cosine(canvas, other: Extractor, other_forward, mapped: np.ndarray):
+        """cos(S(x), A(v)) of each canvas (the first of its samples), through S's own crop and preprocessing."""
+        import torch
+        import torch.nn.functional as F
+
+        n = len(mapped)
+        frames = canvas.view(n, -1, *canvas.shape[1:])[:, 0] if canvas.shape[0] != n else canvas
+        size = other.geometry.size
+        theta = torch.from_numpy(np.repeat(normalised_theta(other.geometry)[None], n, 0).astype(np.float32))
+        grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+        crop = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 255)
+        pre = other.info.preprocessing
+        if pre.channel_order is ChannelOrder.BGR:
+            crop = crop.flip(1)
+        x = (crop - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+        if pre.layout is Layout.NHWC:
+            x = x.permute(0, 2, 3, 1)
+        emb = F.normalize(other_forward(x.float()), dim=1)
+        return (emb * torch.from_numpy(mapped)).sum(1)
 
     def _jitter(self, rngs, samples: int, base_theta: np.ndarray):
         """Affine thetas [M, 2, 3] taking F's crop, jittered, from the canonical frame; colour gains, biases.

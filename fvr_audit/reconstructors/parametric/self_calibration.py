@@ -96,7 +96,7 @@ def self_calibrate(
 ) -> SelfCalibration:
     """The adapter from ``extractor``'s space into dlib-resnet128's, from the tool's own faces."""
     from fvr_audit.model_store import load_manifest, models_dir
-    from fvr_audit.probes import GENERATORS, PRIOR_SPACE, draw_prior_vectors, generate_faces
+    from fvr_audit.probes import PRIOR_SPACE
 
     if faces < 20:
         raise InputError(f"--calibration-faces {faces}: at least 20 faces are needed to fit the adapter")
@@ -113,19 +113,7 @@ def self_calibrate(
             pass  # a damaged cache entry is rebuilt below
     start = time.perf_counter()
     before = extractor.queries_used
-    z = draw_prior_vectors(faces, seed=seed)
-    embedded = np.empty((faces, extractor.dim), np.float32)
-    for lo in range(0, faces, CHUNK):
-        hi = min(faces, lo + CHUNK)
-        frames = np.empty((hi - lo, 200, 200, 3), np.uint8)
-        for i, method in enumerate(GENERATORS):
-            rows = np.arange(lo + i, hi, len(GENERATORS)) - lo
-            if rows.size:
-                frames[rows] = generate_faces(z[lo + rows], method)
-        frames[1::2] = frames[1::2, :, ::-1]  # every other face mirrored: a face and its mirror are one person
-        embedded[lo:hi] = extractor.embed(crop_from_canonical(frames, extractor.geometry))
-        if on_progress:
-            on_progress(hi - lo)
+    z, (embedded,) = _embedded_synthetic_faces([extractor], faces, seed, on_progress)
     adapter = RidgeAdapter.fit(
         embedded, z, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha
     )
@@ -138,3 +126,52 @@ def self_calibrate(
     except OSError:
         pass  # a read-only cache costs the next scan the same build, nothing else
     return SelfCalibration(adapter, faces, queries, seconds, False, file)
+
+
+def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The prior vectors z drawn, and each extractor's vectors of the faces rendered from them."""
+    from fvr_audit.probes import GENERATORS, draw_prior_vectors, generate_faces
+
+    z = draw_prior_vectors(faces, seed=seed)
+    embedded = [np.empty((faces, e.dim), np.float32) for e in extractors]
+    for lo in range(0, faces, CHUNK):
+        hi = min(faces, lo + CHUNK)
+        frames = np.empty((hi - lo, 200, 200, 3), np.uint8)
+        for i, method in enumerate(GENERATORS):
+            rows = np.arange(lo + i, hi, len(GENERATORS)) - lo
+            if rows.size:
+                frames[rows] = generate_faces(z[lo + rows], method)
+        frames[1::2] = frames[1::2, :, ::-1]  # every other face mirrored: a face and its mirror are one person
+        for extractor, out in zip(extractors, embedded):
+            out[lo:hi] = extractor.embed(crop_from_canonical(frames, extractor.geometry))
+        if on_progress:
+            on_progress(hi - lo)
+    return z, embedded
+
+
+def synthetic_adapter(source: Extractor, target: Extractor, *, faces: int = DEFAULT_FACES, seed: int = 0) -> RidgeAdapter:
+    """A ridge map from ``source``'s space into ``target``'s, fitted on the tool's own faces embedded by
+    both (no photos); cached like :func:`self_calibrate`. Used to give a surrogate recognizer the
+    target vector of an attack on ``source``."""
+    key = hashlib.sha256(
+        f"{_cache_key(source, faces, seed)}|{target.name}|{target.info.sha256}".encode()
+    ).hexdigest()[:24]
+    file = cache_dir() / "adapters" / f"{key}.npz"
+    if file.is_file():
+        try:
+            adapter = RidgeAdapter.load(file)
+            if adapter.source == source.name and adapter.target == target.name:
+                return adapter
+        except InputError:
+            pass
+    start = time.perf_counter()
+    _, (x, y) = _embedded_synthetic_faces([source, target], faces, seed)
+    adapter = RidgeAdapter.fit(x, y, np.arange(faces), source=source.name, target=target.name,
+                               target_sha256=target.info.sha256 or "")
+    adapter = adapter.with_origin(f"{faces} synthetic faces", time.perf_counter() - start)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        adapter.save(file)
+    except OSError:
+        pass
+    return adapter
