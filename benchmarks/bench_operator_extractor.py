@@ -137,6 +137,17 @@ def main() -> None:
         if server is not None:
             server.close()
     results = outcome.results
+    # The report phase, as `scan` writes it (HTML and PDF), timed on its own.
+    from fvr_audit.cli.scan_cmd import write_scan_outputs
+
+    mark = time.perf_counter()
+    report_dir = args.work / f"report-{args.tag or 'run'}"
+    if report_dir.exists():
+        import shutil
+
+        shutil.rmtree(report_dir)
+    write_scan_outputs(outcome, report_dir, pdf=True, redact=False)
+    report_seconds = round(time.perf_counter() - mark, 1)
     # The scan returns its targets in row order; judge each reconstruction against its own photo.
     target_photos = [int(enrolled[t.index]) for t in results.targets]
     result = {
@@ -147,7 +158,7 @@ def main() -> None:
         "extractor": {k: results.extractor[k] for k in ("name", "sha256", "queries_used", "queries_by_phase")},
         "database": {"rows": int(len(enrolled)), "labelled": False, "file": str(db_file)},
         "targets": int(len(target_rows)),
-        "timings": results.timings,
+        "timings": {**results.timings, "report_seconds": report_seconds},
         "notes": list(results.notes),
         "methods": {
             m.name: {
