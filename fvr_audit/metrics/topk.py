@@ -236,16 +236,6 @@ def rows_scoring_at_least(own_scores: np.ndarray, block_scores: np.ndarray) -> n
     return (np.asarray(block_scores) >= np.asarray(own_scores)[:, None]).sum(axis=1)
 
 
-def rank_share(ranks: np.ndarray, k: int) -> float:
-    """Share of queries whose own row ranks within the top ``k`` (ranks are 1-based).
-
-    >>> rank_share(np.array([1, 1, 2, 7]), 1), rank_share(np.array([1, 1, 2, 7]), 5)
-    (0.5, 0.75)
-    """
-    ranks = np.asarray(ranks)
-    return float(np.mean(ranks <= k)) if ranks.size else 0.0
-
-
 def share_in_random_subsets(rivals: np.ndarray, others: int, k: int, n: int) -> float:
     """Expected share of queries whose own row is in the top ``k`` of a random ``n``-row subset
     that holds it, given each query's ``rivals`` (rows, among the ``others`` other rows, that score

@@ -317,10 +317,6 @@ def _method_order(results: AuditResults, images: ReportImages | None) -> list[st
     return order
 
 
-def _short(engine: str) -> str:
-    return engine.split(":", 1)[-1]
-
-
 def _verdict(results: AuditResults, engines: list[str]) -> dict:
     verdict = results.verdict
     k, n = verdict.k, verdict.n
