@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +104,11 @@ def self_calibrate(
     file = cache_dir() / "adapters" / f"{_cache_key(extractor, faces, seed)}.npz"
     if use_cache and file.is_file():
         try:
-            adapter = RidgeAdapter.load(file)
-            if adapter.source == extractor.name:
-                if on_progress:
-                    on_progress(faces)
-                return SelfCalibration(adapter, faces, 0, adapter.build_seconds, True, file)
+            # Keyed by F's content, not its name: a renamed copy of the same model reuses the map.
+            adapter = replace(RidgeAdapter.load(file), source=extractor.name)
+            if on_progress:
+                on_progress(faces)
+            return SelfCalibration(adapter, faces, 0, adapter.build_seconds, True, file)
         except InputError:
             pass  # a damaged cache entry is rebuilt below
     start = time.perf_counter()
@@ -160,8 +160,8 @@ def synthetic_adapter(source: Extractor, target: Extractor, *, faces: int = DEFA
     if file.is_file():
         try:
             adapter = RidgeAdapter.load(file)
-            if adapter.source == source.name and adapter.target == target.name:
-                return adapter
+            if adapter.target == target.name:
+                return replace(adapter, source=source.name)
         except InputError:
             pass
     start = time.perf_counter()
