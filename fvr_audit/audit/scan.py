@@ -222,7 +222,7 @@ def run_scan(
                 )
                 continue
             crops = crop_from_canonical(reconstructions[summary.name], state.engine.info.geometry)
-            scores[state.engine.name][summary.name] = state.engine.identity_scores(crops)[0]
+            scores[state.engine.name][summary.name] = state.engine.identity_scores(crops)
             advance(1)
         original = _original_vectors(state, db, rows, sources)
         if original is not None:
@@ -524,9 +524,7 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
     )
     states = []
     for spec, engine in zip(specs, engines):
-        is_f = (
-            engine.extractor.name == extractor.name and engine.extractor.info.sha256 == extractor.info.sha256
-        ) or _computes_the_same(engine.extractor, extractor)
+        is_f = engine.same_model_as(extractor)
         file = sources.files.get(engine.name) or sources.files.get(spec)
         if file is not None:
             gallery_db = load_vectors(file, expected_dim=engine.extractor.dim, allow_duplicates=True)
@@ -558,21 +556,6 @@ def _build_engines(db, extractor, settings, sources, progress) -> list[_EngineSt
                 f"or --gallery {engine.name}=vectors.npz"
             )
     return states
-
-
-def _computes_the_same(a: Extractor, b: Extractor) -> bool:
-    """Whether two local models give the same vectors on the tool's own faces: a renamed copy of an
-    engine's model (another file, another hash) is still that engine, and must not judge attacks on it
-    as if it were independent. Endpoints are not compared (it would cost queries)."""
-    from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
-    from fvr_audit.probes import probe_faces
-
-    if a.dim != b.dim or isinstance(a, HttpEndpointExtractor) or isinstance(b, HttpEndpointExtractor):
-        return False
-    faces = probe_faces(4, seed=5)
-    va = a.embed(crop_from_canonical(faces, a.geometry))
-    vb = b.embed(crop_from_canonical(faces, b.geometry))
-    return bool(np.min(np.einsum("nd,nd->n", va, vb)) > 0.9999)
 
 
 #: Cosine at or above which a gallery photo's F vector is taken for a database row's own vector:

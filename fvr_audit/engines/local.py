@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fvr_audit.engines.base import EngineInfo, Gallery, IdentityHits, MatchingEngine
+from fvr_audit.alignment.canonical import crop_from_canonical
+from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, IdentityHits, ScoresEveryIdentity
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, l2_normalize
 
@@ -15,14 +16,13 @@ APPROXIMATE_ABOVE = 500_000
 SCORE_BLOCK_ROWS = 65_536
 
 
-class LocalEngine(MatchingEngine):
+class LocalEngine(ScoresEveryIdentity):
     """F' = an extractor run locally; identity score = best cosine over the identity's vectors."""
 
-    gives_all_scores = True
-
-    def __init__(self, extractor: Extractor, *, threshold: float | None = None) -> None:
-        self.extractor = extractor
+    def __init__(self, extractor: Extractor, *, threshold: float | None = None, threshold_source: str = "") -> None:
+        self._extractor = extractor
         self.threshold = threshold
+        self.threshold_source = threshold_source if threshold is not None else ""
         self._gallery: Gallery | None = None
         self._identities: np.ndarray | None = None
         self._identity_of_row: np.ndarray | None = None
@@ -38,7 +38,26 @@ class LocalEngine(MatchingEngine):
             dim=extractor.dim,
             sha256=extractor.sha256,
             threshold=self.threshold,
+            model=extractor.name,
+            gallery_kind=GalleryKind.VECTORS,
+            threshold_source=self.threshold_source,
         )
+
+    @property
+    def extractor(self) -> Extractor:
+        return self._extractor
+
+    def set_threshold(self, threshold: float | None, source: str) -> None:
+        self.threshold = None if threshold is None else float(threshold)
+        self.threshold_source = source if threshold is not None else ""
+
+    def same_model_as(self, extractor: Extractor) -> bool:
+        """Same name and hash, or the same vectors on the tool's own faces: a renamed copy of an
+        engine's model (another file, another hash) is still that engine, and must not judge attacks
+        on it as if it were independent. Endpoints are not compared (it would cost queries)."""
+        if super().same_model_as(extractor):
+            return True
+        return _computes_the_same(self.extractor, extractor)
 
     @property
     def gallery(self) -> Gallery:
@@ -47,6 +66,8 @@ class LocalEngine(MatchingEngine):
         return self._gallery
 
     def enroll(self, gallery: Gallery) -> None:
+        if gallery.vectors is None:
+            raise InputError(f"{gallery.source}: {self.name} enrolls vectors, and this gallery has none")
         vectors = np.asarray(gallery.vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.extractor.dim:
             raise InputError(
@@ -64,7 +85,7 @@ class LocalEngine(MatchingEngine):
                 f"{gallery.source}: the gallery holds {len(identities)} identity; re-identification "
                 "needs at least 2 enrolled identities"
             )
-        self._gallery = Gallery(l2_normalize(vectors), labels, gallery.source, paths)
+        self._gallery = Gallery(l2_normalize(vectors), labels, gallery.source, paths, gallery.photos_root)
         self._identities = identities
         self._identity_of_row = identity_of_row
         self._index = None
@@ -74,12 +95,6 @@ class LocalEngine(MatchingEngine):
         if self._identities is None:
             raise RuntimeError(f"{self.name}: no gallery enrolled")
         return self._identities
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        return self.extractor.embed(crops)
-
-    def identity_scores(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.identity_scores_of_vectors(self.embed(crops)), self.identities
 
     def identity_scores_of_vectors(self, queries: np.ndarray) -> np.ndarray:
         """[Q, G] best cosine of each query against each identity's gallery vectors (exact)."""
@@ -148,3 +163,16 @@ class LocalEngine(MatchingEngine):
             index.add(np.ascontiguousarray(vectors))
             self._index = index
         return self._index
+
+
+def _computes_the_same(a: Extractor, b: Extractor) -> bool:
+    """Whether two local models give the same vectors on the tool's own faces."""
+    from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
+    from fvr_audit.probes import probe_faces
+
+    if a.dim != b.dim or isinstance(a, HttpEndpointExtractor) or isinstance(b, HttpEndpointExtractor):
+        return False
+    faces = probe_faces(4, seed=5)
+    va = a.embed(crop_from_canonical(faces, a.geometry))
+    vb = b.embed(crop_from_canonical(faces, b.geometry))
+    return bool(np.min(np.einsum("nd,nd->n", va, vb)) > 0.9999)

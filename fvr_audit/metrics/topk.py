@@ -174,6 +174,48 @@ def topk_sweep(
     return sorted(results, key=lambda r: (r.k, r.n))
 
 
+def topk_rates_from_hits(
+    returned: list[tuple[str, ...]] | list[list[str]], true_labels: np.ndarray, ks: list[int], n: int
+) -> list[TopKRates]:
+    """tpr/fpr/no-match from the identities an engine returned, best first, for each K.
+
+    For engines that answer only with their top matches above a threshold (cloud services):
+    the N of the figure is the enrolled gallery's, drawn once. ``returned[q]`` is the (possibly
+    empty) list of identities for query q, at least ``max(ks)`` long unless the engine returned
+    fewer. An empty answer is a no-match; an answer without the true identity in its first K is a
+    false positive, as in :func:`topk_outcomes`.
+
+    >>> rates = topk_rates_from_hits([("a", "b"), ("c", "b"), ()], np.array(["a", "b", "c"]), [1, 2], 10)
+    >>> [(r.k, r.n, round(r.tpr, 3), round(r.fpr, 3), round(r.no_match, 3), r.baseline) for r in rates]
+    [(1, 10, 0.333, 0.333, 0.333, 0.1), (2, 10, 0.667, 0.0, 0.333, 0.2)]
+    """
+    true_labels = np.asarray(true_labels).astype(str)
+    queries = len(true_labels)
+    if len(returned) != queries:
+        raise ValueError(f"{len(returned)} answers for {queries} queries")
+    results = []
+    for k in sorted(set(ks)):
+        if k > n:
+            continue
+        hit = np.array([true in tuple(answer)[:k] for answer, true in zip(returned, true_labels)], bool)
+        no_match = np.array([len(answer) == 0 for answer in returned], bool)
+        false_positive = ~hit & ~no_match
+        results.append(
+            TopKRates(
+                k=k,
+                n=n,
+                tpr=float(hit.mean()) if queries else 0.0,
+                fpr=float(false_positive.mean()) if queries else 0.0,
+                no_match=float(no_match.mean()) if queries else 0.0,
+                tpr_ci=wilson_interval(float(hit.sum()), queries),
+                baseline=random_baseline(k, n),
+                queries=queries,
+                seeds=1,
+            )
+        )
+    return results
+
+
 def same_class_false_positive_share(top1_identity: np.ndarray, false_positive: np.ndarray) -> float:
     """Share of false positives whose top-1 wrong identity is also another false positive's top-1.
 
