@@ -117,6 +117,16 @@ class EngineSummary:
     is_f: bool
     #: The name of the engine's model (its extractor): what an attack's ``models_used`` names.
     model: str = ""
+    #: Where the threshold came from (``--fmr`` on impostor pairs, a given value, the service default).
+    threshold_source: str = ""
+    #: What a score is, on the engine's own scale.
+    score_scale: str = "cosine similarity"
+    #: Whether the engine is a remote service (a cloud engine: photos leave the machine).
+    remote: bool = False
+    #: Largest K the engine returns (cloud services cap it); None: no cap.
+    max_k: int | None = None
+    #: Whether every identity's score was available (N swept) or only the top matches (N = gallery).
+    scores_every_identity: bool = True
 
 
 @dataclass(frozen=True)

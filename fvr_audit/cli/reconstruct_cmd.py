@@ -134,14 +134,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _parametric_methods() -> tuple[str, ...]:
-    from fvr_audit.audit.scan import PARAMETRIC_METHODS
+    from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 
     return PARAMETRIC_METHODS
 
 
 def _parametric_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
     """--models / --adapter for the trained methods; an error for the others (never silently ignored)."""
-    from fvr_audit.audit.scan import PARAMETRIC_METHODS
+    from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 
     if method not in PARAMETRIC_METHODS:
         if models or adapter:

@@ -45,6 +45,29 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, Path]:
     return parsed
 
 
+def parse_engine_thresholds(items: list[str]) -> dict[str, float | str]:
+    """['local:faceres-1024=fmr', 'aws:rekognition=90'] -> {'local:faceres-1024': 'fmr', 'aws:rekognition': 90.0}.
+
+    >>> parse_engine_thresholds(["faceres-1024=fmr", "aws:rekognition=90"])
+    {'local:faceres-1024': 'fmr', 'aws:rekognition': 90.0}
+    """
+    parsed: dict[str, float | str] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value:
+            raise InputError(f"--engine-threshold {item!r}: expected ENGINE=VALUE or ENGINE=fmr, e.g. aws:rekognition=90")
+        if ":" not in name:
+            name = f"local:{name}"
+        if value.strip().lower() == "fmr":
+            parsed[name] = "fmr"
+            continue
+        try:
+            parsed[name] = float(value)
+        except ValueError:
+            raise InputError(f"--engine-threshold {item!r}: {value!r} is neither a number nor 'fmr'") from None
+    return parsed
+
+
 def parse_method_options(items: list[str]) -> dict[str, dict]:
     """['eigenfaces.iterations=200'] -> {'eigenfaces': {'iterations': 200}}.
 
@@ -105,6 +128,12 @@ def register(app: typer.Typer) -> None:
             None, "--fail-on-tpr", help="Exit 1 when any attack's tpr at (gate K, gate N) exceeds this (CI gating)."
         ),
         fmr: float = typer.Option(1e-3, "--fmr", help="False-match rate of the verification view."),
+        engine_threshold: list[str] = typer.Option(
+            [], "--engine-threshold",
+            help="ENGINE=VALUE (on the engine's own score scale) or ENGINE=fmr (set at --fmr on impostor pairs): "
+            "below it the engine answers 'no match'; repeatable. Default: local engines rank every identity, "
+            "cloud engines use their service default.",
+        ),
         pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also render report.pdf."),
         redact: bool = typer.Option(False, "--redact", help="Pixelate every face in the report (for wide circulation)."),
         as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
@@ -176,6 +205,7 @@ def register(app: typer.Typer) -> None:
             calibration_faces=calibration_faces,
             query_budget=query_budget,
             rows=None if rows is None else parse_int_list(rows, "--rows"),
+            engine_thresholds=parse_engine_thresholds(engine_threshold),
         )
         check_settings(settings)
         sources = GallerySources(

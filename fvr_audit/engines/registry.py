@@ -22,13 +22,14 @@ def parse_engine_spec(spec: str) -> tuple[str, str]:
 
 
 def create_engine(spec: str, *, threshold: float | None = None) -> MatchingEngine:
-    """A matching engine from its spec; ``local:`` wraps any extractor spec."""
+    """A matching engine from its spec; ``local:`` wraps any extractor spec. ``threshold`` is on
+    the engine's own score scale; below it the engine answers "no match"."""
     kind, target = parse_engine_spec(spec)
     if kind == "local":
         from fvr_audit.engines.local import LocalEngine
         from fvr_audit.extractors.registry import get_extractor
 
-        return LocalEngine(get_extractor(target), threshold=threshold)
+        return LocalEngine(get_extractor(target), threshold=threshold, threshold_source="--engine-threshold")
     if spec in PLANNED_ENGINES:
         raise InputError(f"{spec}: this engine is not available in this version yet; use local:<extractor>")
     raise InputError(f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>")

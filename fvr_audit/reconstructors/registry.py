@@ -24,6 +24,9 @@ RECONSTRUCTORS: dict[str, str] = {
     "naive": "fvr_audit.reconstructors.parametric:create_naive",
 }
 
+#: The trained (parametric) methods: a generator per extractor, or the shipped ones through an adapter.
+PARAMETRIC_METHODS: tuple[str, ...] = ("nbnet", "vec2face", "naive")
+
 
 #: name -> "module:SettingsDataclass" of the methods whose settings ``scan --set`` may change. The
 #: trained methods have none (their models come from --models, their adapter from --calibration).

@@ -45,8 +45,9 @@ from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
 from fvr_audit.io.outputs import private_mkdir
+from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 
-METHODS = ("nbnet", "vec2face", "naive")
+METHODS = PARAMETRIC_METHODS
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 
