@@ -103,6 +103,12 @@ def test_top_matches_engine_measured_from_its_answers(database, monkeypatch):
     engine = {e.name: e for e in results.engines}["test:top-matches"]
     assert engine.remote and not engine.scores_every_identity and engine.max_k == 5
     assert TopMatchesOnly.closed == ["test:top-matches"]
+    # the report draws them as the paper's Fig. 6 (tpr / fpr / no-match bars at top-5)
+    from fvr_audit.report import render_html
+
+    html = render_html(results)
+    section = html[html.index('id="metric-1-top-matches"'):html.index('id="metric-1-engine-0"')]
+    assert "<svg" in section and "top-5" in section and "test:top-matches" in section
 
 
 def test_threshold_gives_no_match(database, monkeypatch):

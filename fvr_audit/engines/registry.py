@@ -14,6 +14,16 @@ DEFAULT_ENGINES = ("local:dlib-resnet128", "local:faceres-1024")
 PLANNED_ENGINES = ("aws:rekognition", "azure:face")
 
 
+#: Said in the README and in every report that used the engine (by spec prefix).
+LIMITED_ACCESS_NOTES = {
+    "azure:": (
+        "Azure Face identification is a Limited Access service: Microsoft grants it only to eligible customers "
+        "for approved use cases (https://aka.ms/facerecognition); an audit of your own database for privacy "
+        "risk must be covered by your approval."
+    ),
+}
+
+
 def parse_engine_spec(spec: str) -> tuple[str, str]:
     kind, sep, target = spec.partition(":")
     if not sep or kind in ("http", "https") or "/" in kind:

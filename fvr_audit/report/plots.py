@@ -322,3 +322,55 @@ def similarity_svg(traces: dict[str, Sequence], styles: dict[str, MethodStyle], 
         ax.spines[side].set_visible(False)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _to_inline_svg(figure, figure_id, "Similarity to the leaked vector against queries to F, per attack")
+
+
+#: tpr / fpr / no-match colours of the outcome bars (Okabe-Ito: blue, vermillion, grey).
+OUTCOME_COLOURS = {"tpr": "#0072B2", "fpr": "#D55E00", "no_match": "#BBBBBB"}
+
+
+def outcome_bars_svg(
+    records: Sequence[Record], engines: Sequence[str], methods: Sequence[str], k: int, *, figure_id: str
+) -> str | None:
+    """The paper's Fig. 6: for each engine and method, one bar split into tpr, fpr and no-match at
+    top-``k`` among each engine's enrolled identities (its largest N). None without records."""
+    rows = []
+    for engine in engines:
+        mine = [r for r in records if r.engine == engine and r.k == k]
+        if not mine:
+            continue
+        n = max(r.n for r in mine)
+        for method in methods:
+            record = next((r for r in mine if r.method == method and r.n == n), None)
+            if record is not None:
+                rows.append((engine, n, method, record))
+    if not rows:
+        return None
+    height = 0.9 + 0.28 * len(rows)
+    figure = Figure(figsize=(7.2, height))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    figure.subplots_adjust(left=0.36, right=0.98, top=1 - 0.25 / height, bottom=0.62 / height)
+    labels = []
+    for y, (engine, n, method, record) in enumerate(rows):
+        left = 0.0
+        for part in ("tpr", "fpr", "no_match"):
+            value = getattr(record, part)
+            ax.barh(y, value, left=left, color=OUTCOME_COLOURS[part], height=0.7)
+            if value >= 0.08:
+                ax.text(left + value / 2, y, _percent(value), ha="center", va="center", fontsize=7,
+                        color="white" if part != "no_match" else "black")
+            left += value
+        labels.append(_mpl_text(f"{engine}  ·  {method}  (N = {n:,})"))
+    ax.set_yticks(range(len(rows)), labels, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(f"Outcome of each reconstruction at top-{k}", fontsize=10, loc="left")
+    figure.legend(
+        handles=[Patch(facecolor=c, label=label) for label, c in
+                 (("true match (tpr)", OUTCOME_COLOURS["tpr"]), ("wrong identity (fpr)", OUTCOME_COLOURS["fpr"]),
+                  ("no match above threshold", OUTCOME_COLOURS["no_match"]))],
+        loc="lower center", bbox_to_anchor=(0.6, 0.02 / height), ncols=3, fontsize=8, frameon=False,
+    )
+    return _to_inline_svg(figure, figure_id, f"tpr, fpr and no-match at top-{k}, per engine and method")

@@ -43,7 +43,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
 from fvr_audit.report.images import REDACT_GRID, ReportImages, face_data_uri
-from fvr_audit.report.plots import method_styles, metric1_svg, similarity_svg
+from fvr_audit.report.plots import outcome_bars_svg, method_styles, metric1_svg, similarity_svg
 
 #: Environment variable naming a folder of templates that override the built-in ones.
 TEMPLATES_ENV = "FVR_AUDIT_TEMPLATES"
@@ -297,6 +297,7 @@ def report_context(
         "metric1": [
             _metric1(results, engine, methods, gate_k, judged.get(engine, gate_n), i) for i, engine in enumerate(engines)
         ],
+        "top_matches": _top_matches(results, engines, methods, gate_k),
         "same_class": _same_class(results, engines),
         "verification": _verification(results),
         "gallery": gallery,
@@ -419,7 +420,8 @@ def _tested(results: AuditResults, engines: list[str]) -> dict:
         {
             "what": f"{e.name}: match threshold",
             "value": e.threshold,
-            "meaning": "below it the engine returns no match (counted as no-match)"
+            "meaning": (f"{e.score_scale}; below it the engine returns no match (counted as no-match)"
+                        + (f"; {e.threshold_source}" if e.threshold_source else ""))
             if e.threshold is not None
             else "none: the engine always returns its top-K (no-match is 0)",
         }
@@ -473,7 +475,8 @@ def _metric1(
             if any(c["record"] for c in cells):
                 rows.append({"method": method, "k": k, "cells": cells})
     summary = _engine(results, engine)
-    svg = metric1_svg(records, engine, present, gate_k, gate_n, figure_id=f"fvr-metric1-{index}")
+    # One N only (an engine that returns its top matches): the top-matches figure shows it instead.
+    svg = metric1_svg(records, engine, present, gate_k, gate_n, figure_id=f"fvr-metric1-{index}") if len(ns) > 1 else None
     return {
         "engine": engine,
         "anchor": f"metric-1-engine-{index}",
@@ -487,6 +490,26 @@ def _metric1(
         "seeds": sorted({r.seeds for r in records}),
         "queries": sorted({r.queries for r in records}),
         "violations": [m for m, e in _fairness(results, [engine])["violations"]],
+    }
+
+
+def _top_matches(results: AuditResults, engines: list[str], methods: list[str], gate_k: int) -> dict | None:
+    """The engines that answer with their top matches only (cloud services), as the paper's Fig. 6:
+    tpr, fpr and no-match per method at top-5 (else the gate's K) among their enrolled identities."""
+    from fvr_audit.engines.registry import LIMITED_ACCESS_NOTES
+
+    narrow = [e for e in results.engines if not e.scores_every_identity or e.remote]
+    if not narrow:
+        return None
+    names = [e.name for e in narrow]
+    ks = {r.k for r in results.records if r.engine in names}
+    k = 5 if 5 in ks else gate_k
+    svg = outcome_bars_svg(results.records, names, methods, k, figure_id="fvr-top-matches")
+    return {
+        "k": k,
+        "svg": Markup(svg) if svg else None,
+        "engines": narrow,
+        "notes": [note for prefix, note in LIMITED_ACCESS_NOTES.items() if any(n.startswith(prefix) for n in names)],
     }
 
 
