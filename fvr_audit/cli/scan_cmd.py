@@ -32,17 +32,22 @@ def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def split_engine_assignment(item: str, flag: str, expected: str) -> tuple[str, str]:
+    """'faceres-1024=g.npz' -> ('local:faceres-1024', 'g.npz'): an engine spec (``local:`` by default) and its value.
+
+    >>> split_engine_assignment("aws:rekognition=90", "--engine-threshold", "ENGINE=VALUE")
+    ('aws:rekognition', '90')
+    """
+    name, sep, value = item.rpartition("=")
+    if not sep or not name or not value:
+        raise InputError(f"{flag} {item!r}: expected {expected}")
+    return (name if ":" in name else f"local:{name}"), value
+
+
 def parse_assignments(items: list[str], flag: str) -> dict[str, Path]:
     """['local:faceres-1024=g.npz'] -> {'local:faceres-1024': Path('g.npz')}."""
-    parsed = {}
-    for item in items:
-        name, sep, value = item.rpartition("=")
-        if not sep or not name or not value:
-            raise InputError(f"{flag} {item!r}: expected ENGINE=FILE, e.g. local:faceres-1024=gallery.npz")
-        if ":" not in name:
-            name = f"local:{name}"
-        parsed[name] = Path(value)
-    return parsed
+    expected = "ENGINE=FILE, e.g. local:faceres-1024=gallery.npz"
+    return {name: Path(value) for name, value in (split_engine_assignment(i, flag, expected) for i in items)}
 
 
 def parse_engine_thresholds(items: list[str]) -> dict[str, float | str]:
@@ -53,11 +58,7 @@ def parse_engine_thresholds(items: list[str]) -> dict[str, float | str]:
     """
     parsed: dict[str, float | str] = {}
     for item in items:
-        name, sep, value = item.rpartition("=")
-        if not sep or not name or not value:
-            raise InputError(f"--engine-threshold {item!r}: expected ENGINE=VALUE or ENGINE=fmr, e.g. aws:rekognition=90")
-        if ":" not in name:
-            name = f"local:{name}"
+        name, value = split_engine_assignment(item, "--engine-threshold", "ENGINE=VALUE or ENGINE=fmr, e.g. aws:rekognition=90")
         if value.strip().lower() == "fmr":
             parsed[name] = "fmr"
             continue
