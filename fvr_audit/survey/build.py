@@ -210,6 +210,9 @@ def _embed_gallery(gallery_dir: Path, engine, settings: BuildSettings, scan: Sca
     # The targets' own photos are held out: a candidate must not be the very photo the leaked vector came from.
     own = {str(t.get("path")) for t in scan.targets() if t.get("path")}
     records = [r for r in records if r.relative not in own]
+    identities = len({r.label for r in records})
+    if identities < settings.k:  # before the embedding: no minutes spent on a gallery that cannot work
+        raise InputError(f"{gallery_dir}: {identities} identities; --k {settings.k} needs at least {settings.k}")
     try:
         policy = NoFacePolicy(settings.no_face)
     except ValueError:
