@@ -386,3 +386,49 @@ def test_analyze_with_scan_adds_metric_2_to_that_scans_report(built, survey, tmp
     refused = runner.invoke(app, ["survey", "analyze", str(survey), "--scan", str(other)])
     assert refused.exit_code == 2 and "not the scan this survey was built from" in refused.stderr
     assert not (other / "metric2.json").exists()
+
+
+def test_report_metric_2_section_reads_as_a_document(built):
+    """The section with a real analysis on the synthetic sample report: numbered, in the contents,
+    drawn as a figure, no number dump, and the 'not measured' sentences gone; without it, unchanged."""
+    from sample_results import sample_results
+    from test_report_pages import demo_like_images, is_number_dump
+
+    from fvr_audit.report import render_html
+
+    manifest = load_manifest(built[2])
+    plans = {f"p{i}": [((i + j) % 3 != 0, 1 + (i + j) % 5) for j in range(len(manifest.questions))] for i in range(6)}
+    analysis = analyze(manifest, _answers(manifest, plans), invited=6)
+    results = sample_results(12)
+    images = demo_like_images(results, originals=False)
+    page = render_html(results, images=images, metric2=analysis)
+    plain = render_html(results, images=images)
+    numbers = [int(n) for n in re.findall(r'<h2><span class="num">(\d+)</span>', page)]
+    assert numbers == list(range(1, 10)) and re.findall(r'<h2><span class="num">(\d+)</span>', plain) == [str(n) for n in range(1, 9)]
+    assert '<a href="#metric-2">' in page and '<a href="#metric-2">' not in plain
+    section = page[page.index('<section id="metric-2"'): page.index("</section>", page.index('<section id="metric-2"'))]
+    assert '<svg class="plot"' in section and "naive" in section
+    text = re.sub(r"<svg.*?</svg>", " ", section, flags=re.DOTALL)
+    text = html_text(text)
+    assert not is_number_dump(text)
+    assert "not measured automatically" not in page and "not measured automatically" in plain
+    assert "this audit does not measure it" not in page and "this audit does not measure it" in plain
+    assert "People, too." in page and "People, too." not in plain
+    # cross-references follow the numbering
+    assert "All are in section 6." in page and "All are in section 5." in plain
+
+
+def test_report_refuses_an_analysis_of_another_kind():
+    from sample_results import sample_results
+
+    from fvr_audit.errors import InputError
+    from fvr_audit.report import render_html
+
+    with pytest.raises(InputError, match="fvr-audit/survey-analysis"):
+        render_html(sample_results(4), metric2={"schema": "something-else", "schema_version": 1})
+
+
+def html_text(fragment: str) -> str:
+    import html as html_lib
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", fragment))
