@@ -432,3 +432,59 @@ def html_text(fragment: str) -> str:
     import html as html_lib
 
     return html_lib.unescape(re.sub(r"<[^>]+>", " ", fragment))
+
+
+def test_build_refuses_a_gallery_of_other_people(built, tmp_path):
+    scan, _, _ = built
+    strangers = tmp_path / "strangers"
+    for name in ("alice", "bob"):
+        (strangers / name).mkdir(parents=True)
+    result = runner.invoke(app, build_args(scan, strangers, tmp_path / "s"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {strangers}: none of its identity folders is named as one of the scan's targets (e.g. "
+        f"{sorted(t['label'] for t in json.loads((scan / 'results.json').read_text())['targets'])[0]}); "
+        "the gallery must hold photos of the same people, named by label"
+    )
+
+
+def test_serve_prints_its_address_and_answers_on_it(survey):
+    import os
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fvr_audit", "survey", "serve", str(survey), "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/", timeout=10)
+        assert refused.value.code == 404
+    finally:
+        process.terminate()
+        process.wait(10)
+    bad = runner.invoke(app, ["survey", "serve", str(survey), "--port", "70000"])
+    assert bad.exit_code == 2 and bad.stderr.strip() == "error: --port 70000: expected 0 to 65535"
+
+
+def test_analyze_without_answers_says_so(survey):
+    result = runner.invoke(app, ["survey", "analyze", str(survey), "--json"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(result.stdout)
+    assert analysis["participants"]["answered"] == 0
+    assert analysis["methods"][0]["accuracy"] is None and analysis["methods"][0]["accuracy_ci"] is None
+    plain = runner.invoke(app, ["survey", "analyze", str(survey)])
+    assert plain.exit_code == 0 and "naive" in plain.stdout and "participants: 0 counted of 0" in plain.stdout
+
+
+def test_a_folder_that_is_not_a_survey_is_one_line_exit_2(tmp_path):
+    for args in (["survey", "serve", str(tmp_path)], ["survey", "analyze", str(tmp_path)],
+                 ["survey", "tokens", "add", "2", str(tmp_path)], ["survey", "export", str(tmp_path), "-o", str(tmp_path / "a.csv")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, args
+        assert result.stderr == f"error: {tmp_path / 'manifest.json'}: missing; {tmp_path} is not a survey folder (make one with `fvr-audit survey build`)\n"

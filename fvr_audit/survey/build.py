@@ -117,6 +117,7 @@ def build_survey(
     methods = _methods(scan, settings)
     engine = create_engine(settings.engine)
     _check_fairness(scan, methods, settings.engine, engine.extractor.name)
+    _check_gallery_names(scan, gallery_dir)
     gallery = _embed_gallery(gallery_dir, engine, settings, scan, progress)
     if len(gallery.identities) < settings.k:
         raise InputError(
@@ -187,6 +188,24 @@ def _check_fairness(scan: ScanFolder, methods: Sequence[str], engine_spec: str, 
         raise InputError(
             f"--engine {engine_spec}: the attack {used_by[0]} used this model (it is F, or the attack was built "
             "with it), so it may not pick that attack's candidates (fairness rule); choose an independent engine"
+        )
+
+
+def _check_gallery_names(scan: ScanFolder, gallery_dir: Path) -> None:
+    """The answer key needs each target's identity, and the gallery must name people as the scan does."""
+    if not (scan.results.get("database") or {}).get("labelled", True):
+        raise InputError(
+            f"{scan.folder / 'results.json'}: the scan's database has no labels, so no question could say who the "
+            "target is; a survey needs a labelled database (vectors with labels)"
+        )
+    if not Path(gallery_dir).is_dir():
+        raise InputError(f"{gallery_dir}: no such folder (--gallery takes DIR/<identity>/<photo>)")
+    folders = {p.name for p in Path(gallery_dir).iterdir() if p.is_dir()}
+    labels = {str(t.get("label")) for t in scan.targets()}
+    if not folders & labels:
+        raise InputError(
+            f"{gallery_dir}: none of its identity folders is named as one of the scan's targets "
+            f"(e.g. {sorted(labels)[0] if labels else '?'}); the gallery must hold photos of the same people, named by label"
         )
 
 

@@ -14,6 +14,7 @@ Layout of a survey folder (0700; every file 0600)::
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -80,7 +81,20 @@ class Manifest:
     images: dict[str, str] = field(default_factory=dict)
 
     def question(self, question_id: str) -> Question | None:
-        return next((q for q in self.questions if q.id == question_id), None)
+        return self._by_id.get(question_id)
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Question]:
+        return {q.id: q for q in self.questions}
+
+    @functools.cached_property
+    def questions_showing(self) -> dict[str, tuple[str, ...]]:
+        """image id -> the ids of the questions that show it."""
+        showing: dict[str, list[str]] = {}
+        for q in self.questions:
+            for image in dict.fromkeys((q.probe, *(c.image for c in q.candidates))):
+                showing.setdefault(image, []).append(q.id)
+        return {image: tuple(ids) for image, ids in showing.items()}
 
     def to_json(self) -> str:
         body = {

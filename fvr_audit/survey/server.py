@@ -257,11 +257,7 @@ class SurveyHandler(BaseHTTPRequestHandler):
     def _shown_image(self, token: str, image_id: str) -> bool:
         """Only images of questions this participant has been shown: none can be fetched ahead."""
         store = self.server.store
-        for question in self.server.manifest.questions:
-            if image_id == question.probe or any(c.image == image_id for c in question.candidates):
-                if store.shown_at(token, question.id) is not None:
-                    return True
-        return False
+        return any(store.shown_at(token, q) is not None for q in self.server.manifest.questions_showing.get(image_id, ()))
 
 
 def serve(folder: Path, host: str, port: int, *, on_ready=None, log=None) -> None:

@@ -83,11 +83,14 @@ class SurveyStore:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        fresh = not self.path.exists()
-        if fresh:
+        if not self.path.exists():
             # Created 0600 before sqlite opens it: answers are research data about people.
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-            os.close(fd)
+            try:
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass  # made meanwhile by another request's thread
+            except OSError as error:
+                raise InputError(f"{self.path}: cannot create the answers database ({error.strerror or error})") from None
         try:
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         except sqlite3.Error as error:
