@@ -168,7 +168,7 @@ def _print_summary(analysis: dict) -> None:
     from fvr_audit.report.render import ci, pct
 
     people = analysis["participants"]
-    stdout_console.print(
+    typer.echo(
         f"participants: {people['included']} counted of {people['answered']} who answered "
         f"({people['excluded_attention']} left out for attention checks); chance 1/K = {pct(analysis['baseline'])}"
     )
