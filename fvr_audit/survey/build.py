@@ -179,11 +179,9 @@ def _methods(scan: ScanFolder, settings: BuildSettings) -> list[str]:
 
 def _check_fairness(scan: ScanFolder, methods: Sequence[str], engine_spec: str, model_name: str) -> None:
     models = scan.method_models()
-    used_by = [
-        m for m in methods
-        if judging(models[m], engine_model(engine_spec, model_name), engine_is_f=False) is Judging.USED
-        or judging(models[m], model_name, engine_is_f=False) is Judging.USED
-    ]
+    # The model's own name and the one the spec gives (a file path, say): either recorded means "used".
+    names = {model_name, engine_model(engine_spec)}
+    used_by = [m for m in methods if any(judging(models[m], name, engine_is_f=False) is Judging.USED for name in names)]
     if used_by:
         raise InputError(
             f"--engine {engine_spec}: the attack {used_by[0]} used this model (it is F, or the attack was built "
@@ -261,6 +259,9 @@ class _ImageSink:
         self.data: dict[str, bytes] = {}
         self._by_source: dict[str, str] = {}
 
+    def id_of(self, source: str) -> str | None:
+        return self._by_source.get(source)
+
     def add(self, source: str, encode: Callable[[], tuple[bytes, str]]) -> str:
         if source in self._by_source:
             return self._by_source[source]
@@ -319,11 +320,11 @@ def _attention_question(model: Question, gallery: _Gallery, rng, images: _ImageS
     """A real photo of one of ``model``'s candidates, beside the same candidates reshuffled."""
     candidates = [model.candidates[i] for i in rng.permutation(model.k)]
     # Prefer someone with a second photo: the check then asks for a match, not for the same picture.
-    shown = {images_id for images_id in (c.image for c in candidates)}
+    shown = {c.image for c in candidates}
     choices = []
     for position, candidate in enumerate(candidates):
         photos = [p for p in np.flatnonzero(gallery.labels == candidate.identity)
-                  if images._by_source.get(str(gallery.paths[p])) not in shown]
+                  if images.id_of(str(gallery.paths[p])) not in shown]
         choices.append((position, photos))
     with_second = [c for c in choices if c[1]]
     position, photos = with_second[int(rng.integers(len(with_second)))] if with_second else choices[int(rng.integers(len(choices)))]
