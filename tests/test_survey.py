@@ -488,3 +488,20 @@ def test_a_folder_that_is_not_a_survey_is_one_line_exit_2(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, args
         assert result.stderr == f"error: {tmp_path / 'manifest.json'}: missing; {tmp_path} is not a survey folder (make one with `fvr-audit survey build`)\n"
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+def test_report_pdf_has_the_metric_2_section(built, tmp_path):
+    import subprocess
+
+    from sample_results import sample_results
+
+    from fvr_audit.report import ReportFormat, render_report
+
+    manifest = load_manifest(built[2])
+    plans = {f"p{i}": [(j % 2 == 0, 3) for j in range(len(manifest.questions))] for i in range(3)}
+    analysis = analyze(manifest, _answers(manifest, plans), invited=3)
+    paths = render_report(sample_results(6), tmp_path, formats={ReportFormat.PDF}, metric2=analysis)
+    text = subprocess.run(["pdftotext", "-layout", str(paths[ReportFormat.PDF]), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Metric 2: do people recognise the faces?" in text and "Matching accuracy" in text
+    assert "not measured automatically" not in text
