@@ -202,3 +202,51 @@ def _plain(value):
     if hasattr(value, "item"):  # numpy scalars
         return _plain(value.item())
     return value
+
+
+def results_from_json(body: dict, *, source: str = "results.json") -> AuditResults:
+    """An :class:`AuditResults` back from its JSON form (to re-render a report from ``results.json``).
+
+    >>> from fvr_audit.audit.results import results_from_json
+    >>> import json
+    >>> results_from_json({"schema": "other"})
+    Traceback (most recent call last):
+    ...
+    fvr_audit.errors.InputError: results.json: not an fvr-audit results file (schema 'fvr-audit/results' expected)
+    """
+    from fvr_audit.errors import InputError
+
+    if not isinstance(body, dict) or body.get("schema") != SCHEMA_NAME:
+        raise InputError(f"{source}: not an fvr-audit results file (schema {SCHEMA_NAME!r} expected)")
+    if body.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{source}: results schema version {body.get('schema_version')!r}; this version reads {SCHEMA_VERSION}")
+
+    def make(cls, row: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in row.items() if k in names}
+        for name in ("tpr_ci", "sar_ci", "models_used"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    try:
+        verdict = dict(body["verdict"])
+        verdict["level"] = RiskLevel(verdict["level"])
+        return AuditResults(
+            tool_version=body["tool"]["version"],
+            created=body["created"],
+            database=body["database"],
+            extractor=body["extractor"],
+            settings=body["settings"],
+            targets=tuple(make(Target, t) for t in body["targets"]),
+            methods=tuple(make(MethodSummary, m) for m in body["methods"]),
+            engines=tuple(make(EngineSummary, e) for e in body["engines"]),
+            records=tuple(make(Record, r) for r in body["records"]),
+            same_class_false_positives=tuple(make(SameClassFalsePositives, r) for r in body["same_class_false_positives"]),
+            verification=tuple(make(Verification, v) for v in body["verification"]),
+            verdict=make(Verdict, verdict),
+            timings=body["timings"],
+            notes=tuple(body.get("notes", ())),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{source}: malformed results ({type(error).__name__}: {error})") from None

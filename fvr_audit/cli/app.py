@@ -42,6 +42,7 @@ def _register_commands() -> None:
         models_cmd,
         reconstruct_cmd,
         scan_cmd,
+        survey_cmd,
         train_cmd,
         vectors_cmd,
     )
@@ -55,6 +56,10 @@ def _register_commands() -> None:
     train_cmd.register(app)
     models_cmd.register(app)
     adapter_cmd.register(app)
+    app.add_typer(
+        survey_cmd.app, name="survey",
+        help="Metric 2: a local survey in which people match reconstructions to photos.",
+    )
 
 
 _register_commands()

@@ -266,11 +266,15 @@ def owned_outputs() -> tuple[str, ...]:
         reports = tuple(dict.fromkeys(f.filename for f in FORMATTERS.values()))
     except ImportError:
         reports = ()
-    return tuple(dict.fromkeys(("results.json", *reports, "report.html", "report.pdf", "reconstructions")))
+    # metric2.json: a survey's analysis of an earlier run's faces (fvr-audit survey analyze --scan) is stale now.
+    return tuple(dict.fromkeys(
+        ("results.json", *reports, "report.html", "report.pdf", "reconstructions", "originals", "metric2.json")
+    ))
 
 
 def write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> dict[str, Path]:
-    """results.json, reconstructions/<method>/<target>.png, report.html (+ .pdf); all 0600, atomic.
+    """results.json, reconstructions/<method>/<target>.png, originals/<target>.png (the aligned photos,
+    when the scan had them), report.html (+ .pdf); all 0600, atomic.
 
     An earlier run's outputs in ``output`` are removed first (a stale report.pdf or a PNG of another
     target must not pass for this run's); anything else in the folder is left alone.
@@ -293,6 +297,9 @@ def _write_scan_outputs(outcome, output: Path, *, pdf: bool, redact: bool) -> di
     for method, images in outcome.reconstructions.items():
         for target, image in zip(outcome.results.targets, images):
             atomic_write_bytes(output / "reconstructions" / method / f"{target.index:06d}.png", _png(image))
+    # The aligned photos too, so that the report can be rendered again from this folder (survey analyze --scan).
+    for position, image in (outcome.originals or {}).items():
+        atomic_write_bytes(output / "originals" / f"{outcome.results.targets[position].index:06d}.png", _png(image))
     try:
         from fvr_audit.report import ReportFormat, ReportImages, render_report
     except ImportError:

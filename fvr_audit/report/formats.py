@@ -40,12 +40,14 @@ class ReportDocument:
     results: AuditResults
     images: ReportImages | None = None
     redact: bool = False
+    #: A survey analysis (Metric 2), shown as its own section when given.
+    metric2: dict | None = None
 
     @functools.cached_property
     def html(self) -> str:
         from fvr_audit.report.render import render_html
 
-        return render_html(self.results, images=self.images, redact=self.redact)
+        return render_html(self.results, images=self.images, redact=self.redact, metric2=self.metric2)
 
 
 class Formatter(abc.ABC):

@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from fvr_audit.audit.results import Record
@@ -374,3 +374,58 @@ def outcome_bars_svg(
         loc="lower center", bbox_to_anchor=(0.6, 0.02 / height), ncols=3, fontsize=8, frameon=False,
     )
     return _to_inline_svg(figure, figure_id, f"tpr, fpr and no-match at top-{k}, per engine and method")
+
+
+def metric2_svg(methods: Sequence[dict], styles: dict[str, MethodStyle], baseline: float, *, figure_id: str) -> str | None:
+    """The paper's Fig. 7: people's matching accuracy per method, against chance (1/K).
+
+    ``methods`` are the analysis's per-method entries (``survey analyze``): a box spans the
+    per-participant quartiles (whiskers: min and max), the dot is the pooled accuracy with its
+    95% bootstrap interval. Methods without answers are left out; None when none has any.
+    """
+    drawn = [m for m in methods if m.get("accuracy") is not None]
+    if not drawn:
+        return None
+    figure = Figure(figsize=(6.4, 2.5))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    figure.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.24)
+    for x, entry in enumerate(drawn):
+        style = styles.get(entry["method"]) or MethodStyle("#555555", "-", "o", 1.8, entry["method"])
+        box = entry.get("participant_accuracy")
+        if box:
+            ax.add_patch(
+                Rectangle(
+                    (x - 0.22, box["q25"]), 0.44, max(box["q75"] - box["q25"], 0.004),
+                    facecolor=style.colour, alpha=0.18, edgecolor=style.colour, linewidth=0.8,
+                )
+            )
+            ax.plot([x - 0.22, x + 0.22], [box["median"]] * 2, color=style.colour, linewidth=1.4)
+            ax.plot([x, x], [box["min"], box["q25"]], color=style.colour, linewidth=0.8)
+            ax.plot([x, x], [box["q75"], box["max"]], color=style.colour, linewidth=0.8)
+        low, high = entry["accuracy_ci"]
+        ax.errorbar(
+            [x + 0.32], [entry["accuracy"]], yerr=[[entry["accuracy"] - low], [high - entry["accuracy"]]],
+            fmt=style.marker, color=style.colour, markersize=6, capsize=3, linewidth=1.4,
+        )
+    ax.axhline(baseline, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2)
+    ax.text(len(drawn) - 0.45, baseline, f"chance (1/K) {_percent(baseline)}", fontsize=8, color=BASELINE_COLOUR,
+            va="bottom", ha="right")
+    ax.set_xticks(range(len(drawn)), [_mpl_text(m["method"]) for m in drawn], fontsize=9)
+    ax.set_xlim(-0.6, len(drawn) - 0.4)
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.set_ylabel("matching accuracy", fontsize=8.5)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(True, axis="y", color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    figure.legend(
+        handles=[
+            Patch(facecolor="#888888", alpha=0.3, edgecolor="#555555", label="participants: quartiles (whiskers min-max)"),
+            Line2D([], [], color="#555555", marker="o", linestyle="", label="all answers, 95% bootstrap interval"),
+        ],
+        loc="lower center", ncols=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0),
+    )
+    return _to_inline_svg(figure, figure_id, "Metric 2: people's matching accuracy per method against chance")

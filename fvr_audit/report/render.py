@@ -43,7 +43,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
 from fvr_audit.report.images import REDACT_GRID, ReportImages, face_data_uri
-from fvr_audit.report.plots import outcome_bars_svg, method_styles, metric1_svg, similarity_svg
+from fvr_audit.report.plots import method_styles, metric1_svg, metric2_svg, outcome_bars_svg, similarity_svg
 
 #: Environment variable naming a folder of templates that override the built-in ones.
 TEMPLATES_ENV = "FVR_AUDIT_TEMPLATES"
@@ -74,6 +74,7 @@ def render_report(
     images: ReportImages | None = None,
     formats: Iterable[ReportFormat | str] = frozenset(ReportFormat),
     redact: bool = False,
+    metric2: Mapping | None = None,
 ) -> dict[ReportFormat, Path]:
     """Write the report files for ``results`` into ``out_dir``; return the path of each format.
 
@@ -81,10 +82,11 @@ def render_report(
     biometric data): a reader sees the old file or the whole new one, and a rendering error leaves
     every existing file untouched. With ``redact=True`` every face image in the HTML/PDF is
     pixelated to an :data:`REDACT_GRID`-block grid and target names are replaced by indices;
-    ``results.json`` is the unredacted results.
+    ``results.json`` is the unredacted results. ``metric2`` is a survey analysis (``fvr-audit survey
+    analyze``, schema ``fvr-audit/survey-analysis``): with it the report has a Metric 2 section.
     """
     wanted = _formats(formats)
-    document = ReportDocument(results, images, redact)
+    document = ReportDocument(results, images, redact, metric2)
     rendered = {fmt: FORMATTERS[fmt].render(document) for fmt in _ordered(wanted)}
     out_dir = Path(out_dir)
     written = {}
@@ -95,12 +97,14 @@ def render_report(
     return written
 
 
-def render_html(results: AuditResults, *, images: ReportImages | None = None, redact: bool = False) -> str:
+def render_html(
+    results: AuditResults, *, images: ReportImages | None = None, redact: bool = False, metric2: Mapping | None = None
+) -> str:
     """The self-contained report HTML (what ``report.html`` holds and ``report.pdf`` prints)."""
     env = template_environment()
     css = _css(env)
     template = env.get_template(TEMPLATE_NAME)
-    return template.render(css=css, **report_context(results, images=images, redact=redact))
+    return template.render(css=css, **report_context(results, images=images, redact=redact, metric2=metric2))
 
 
 def templates_dir() -> Path:
@@ -270,7 +274,7 @@ def short_hash(value: str | None) -> str:
 
 
 def report_context(
-    results: AuditResults, *, images: ReportImages | None = None, redact: bool = False
+    results: AuditResults, *, images: ReportImages | None = None, redact: bool = False, metric2: Mapping | None = None
 ) -> dict:
     gate_k, gate_n = results.verdict.k, results.verdict.n
     judged = judged_ns(results.records, int(results.settings.get("gate_n") or gate_n))
@@ -281,7 +285,10 @@ def report_context(
         if record.engine not in engines:
             engines.append(record.engine)
     gallery = _gallery(results, images, methods, redact)
+    human = _metric2(metric2, styles) if metric2 else None
     return {
+        "sections": _section_numbers(human is not None),
+        "metric2": human,
         "title": "Face feature-vector re-identification risk report",
         "tool": {"name": "fvr-audit", "version": results.tool_version},
         "schema": f"{SCHEMA_NAME} v{SCHEMA_VERSION}",
@@ -305,6 +312,56 @@ def report_context(
         "no_originals_reason": _no_originals_reason(results, images),
         "similarity_svg": _similarity(results, styles),
         "provenance": _provenance(results),
+    }
+
+
+#: The report's sections in order; "metric-2" only when a survey analysis is given.
+SECTION_IDS = (
+    "verdict", "what-was-tested", "metric-1", "metric-2", "false-positives", "gallery", "provenance", "limitations", "gdpr",
+)
+
+
+def _section_numbers(with_metric2: bool) -> dict[str, int]:
+    """Section id -> its number (the template's headings and cross-references use these).
+
+    >>> _section_numbers(False)["gallery"], _section_numbers(True)["gallery"]
+    (5, 6)
+    """
+    shown = [s for s in SECTION_IDS if with_metric2 or s != "metric-2"]
+    return {section: number for number, section in enumerate(shown, start=1)}
+
+
+#: The survey analysis this report reads (``fvr-audit survey analyze``).
+METRIC2_SCHEMA = ("fvr-audit/survey-analysis", 1)
+
+
+def _metric2(analysis: Mapping, styles: dict) -> dict:
+    """The Metric 2 section's view: the figure, one table row per method, and the counts in words."""
+    if (analysis.get("schema"), analysis.get("schema_version")) != METRIC2_SCHEMA:
+        raise InputError(
+            f"metric 2 analysis: schema {analysis.get('schema')!r} v{analysis.get('schema_version')!r}; "
+            f"expected {METRIC2_SCHEMA[0]} v{METRIC2_SCHEMA[1]} (from `fvr-audit survey analyze`)"
+        )
+    methods = list(analysis.get("methods", []))
+    palette = method_styles([m["method"] for m in methods])
+    palette.update({m: s for m, s in styles.items() if m in palette})
+    svg = metric2_svg(methods, palette, float(analysis["baseline"]), figure_id="fvr-metric2")
+    measured = [m for m in methods if m.get("accuracy") is not None and m.get("accuracy_ci")]
+    strongest = max(measured, key=lambda m: (m["accuracy_ci"][0], m["accuracy"])) if measured else None
+    return {
+        "k": analysis["k"],
+        "baseline": analysis["baseline"],
+        "engine": analysis.get("engine"),
+        "participants": analysis["participants"],
+        "attention_checks": analysis.get("attention_checks", 0),
+        "max_attention_failures": analysis.get("max_attention_failures", 0),
+        "questions": analysis.get("questions"),
+        "bootstrap": analysis.get("bootstrap", {}),
+        "rows": methods,
+        "colours": {m: palette[m].colour for m in palette},
+        "strongest": strongest,
+        "above_chance": bool(strongest and strongest["accuracy_ci"][0] > analysis["baseline"]),
+        "svg": Markup(svg) if svg else None,
     }
 
 
