@@ -1,4 +1,5 @@
-"""Engine specs on the command line: ``local:<extractor>`` (any extractor spec after the colon).
+"""Engine specs on the command line: ``local:<extractor>`` (any extractor spec after the colon),
+``aws:rekognition`` and ``azure:face``.
 
 >>> parse_engine_spec("local:faceres-1024"), parse_engine_spec("faceres-1024")
 (('local', 'faceres-1024'), ('local', 'faceres-1024'))
@@ -10,8 +11,15 @@ from fvr_audit.engines.base import MatchingEngine
 from fvr_audit.errors import InputError
 
 DEFAULT_ENGINES = ("local:dlib-resnet128", "local:faceres-1024")
-#: Cloud engines plug in through the same MatchingEngine interface; not shipped in this version.
-PLANNED_ENGINES = ("aws:rekognition", "azure:face")
+#: Cloud engines: they enroll photos, answer top-K above a service threshold, and cost money.
+CLOUD_ENGINES = ("aws:rekognition", "azure:face")
+
+
+def is_cloud_engine(spec: str) -> bool:
+    """>>> is_cloud_engine("aws:rekognition"), is_cloud_engine("local:faceres-1024")
+    (True, False)
+    """
+    return spec in CLOUD_ENGINES
 
 
 def parse_engine_spec(spec: str) -> tuple[str, str]:
@@ -21,14 +29,43 @@ def parse_engine_spec(spec: str) -> tuple[str, str]:
     return kind, target
 
 
-def create_engine(spec: str, *, threshold: float | None = None) -> MatchingEngine:
-    """A matching engine from its spec; ``local:`` wraps any extractor spec."""
+def create_engine(
+    spec: str,
+    *,
+    threshold: float | None = None,
+    threshold_source: str = "",
+    run_id: str | None = None,
+    region: str | None = None,
+    endpoint: str | None = None,
+) -> MatchingEngine:
+    """A matching engine from its spec; ``local:`` wraps any extractor spec.
+
+    Cloud engines take ``run_id`` (names and tags their collection / person group; the same id
+    resumes an interrupted enrolment), ``threshold`` on the service's scale (Rekognition similarity
+    0-100, default 80; Azure confidence 0-1, default 0.5), and ``region`` / ``endpoint`` (else from
+    the environment). Credentials are checked here, before any call: a missing one is a one-line
+    InputError (exit 2).
+    """
     kind, target = parse_engine_spec(spec)
+    if spec in CLOUD_ENGINES and run_id is not None:
+        from fvr_audit.engines.cloud import check_run_id
+
+        check_run_id(run_id)
     if kind == "local":
         from fvr_audit.engines.local import LocalEngine
         from fvr_audit.extractors.registry import get_extractor
 
-        return LocalEngine(get_extractor(target), threshold=threshold)
-    if spec in PLANNED_ENGINES:
-        raise InputError(f"{spec}: this engine is not available in this version yet; use local:<extractor>")
-    raise InputError(f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>")
+        return LocalEngine(get_extractor(target), threshold=threshold, threshold_source=threshold_source)
+    if spec == "aws:rekognition":
+        from fvr_audit.engines.aws import AwsRekognitionEngine, rekognition_client
+
+        client = rekognition_client(region)
+        return AwsRekognitionEngine(client, run_id=run_id, threshold=threshold, threshold_source=threshold_source)
+    if spec == "azure:face":
+        from fvr_audit.engines.azure import AzureFaceEngine, face_clients
+
+        admin, face = face_clients(endpoint)
+        return AzureFaceEngine(admin, face, run_id=run_id, threshold=threshold, threshold_source=threshold_source)
+    raise InputError(
+        f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>, {' or '.join(CLOUD_ENGINES)}"
+    )
