@@ -168,7 +168,7 @@ def two_person_gallery(gallery: Gallery) -> Gallery:
     return gallery.without(~keep)
 
 
-def expect_create_and_index(stub: Stubber, small: Gallery, run_id: str = "t1") -> list[str]:
+def expect_create_and_index(stub: Stubber, small: Gallery, run_id: str = "t1", refuse_last: bool = False) -> list[str]:
     from fvr_audit.engines.aws import external_image_id
     from fvr_audit.engines.cloud import photo_key
 
@@ -183,6 +183,9 @@ def expect_create_and_index(stub: Stubber, small: Gallery, run_id: str = "t1") -
     for label, path in zip(small.labels, small.paths):
         external_id = external_image_id(str(label), photo_key(str(path)))
         ids.append(external_id)
+        if refuse_last and len(ids) == len(small.labels):
+            stub.add_client_error("index_faces", "AccessDeniedException", "not allowed", 400)
+            continue
         stub.add_response(
             "index_faces",
             {"FaceRecords": [{"Face": {"FaceId": "0" * 36, "ExternalImageId": external_id}}], "FaceModelVersion": "7.0"},
@@ -232,10 +235,8 @@ def test_aws_create_index_search_no_match_throttling_and_delete(gallery: Gallery
 def test_aws_collection_is_deleted_when_enrolment_fails_halfway(gallery: Gallery) -> None:
     engine, stub, _ = stubbed()
     small = two_person_gallery(gallery)
-    expect_create_and_index(stub, small)
     # The second IndexFaces is refused (not retryable): the scan fails, and close() still deletes.
-    stub._queue.pop()
-    stub.add_client_error("index_faces", "AccessDeniedException", "not allowed", 400)
+    expect_create_and_index(stub, small, refuse_last=True)
     stub.add_response("delete_collection", {"StatusCode": 200}, {"CollectionId": "fvr-audit-t1"})
     with stub, pytest.raises(ServiceError, match=r"IndexFaces \(fvr-audit-t1\): AccessDeniedException: not allowed"):
         with engine:
@@ -433,6 +434,9 @@ def test_azure_enrolment_resumes_a_killed_run(gallery: Gallery) -> None:
         second.enroll(gallery)
         assert second.calls["AddFace"] == 1 + 1  # the lost face, and the faceless photo tried again
         assert second.calls["CreatePerson"] == 0
+        # Only the incomplete person is asked which photos it holds; complete ones cost nothing.
+        assert second.calls["GetFace"] == 1
+        assert second.enrolment.resumed == 11 and second.enrolment.indexed == 1
     assert service.groups == {}
 
 

@@ -74,6 +74,9 @@ TRAIN_TIMEOUT_S = 3600.0
 
 T = TypeVar("T")
 
+#: Marks a resumed person that already holds a face for each of its photos.
+_ALL_PHOTOS: frozenset[str] = frozenset({"*"})
+
 
 def face_clients(endpoint: str | None = None, *, transport=None, credential=None):
     """(FaceAdministrationClient, FaceClient) from the environment, or a one-line InputError.
@@ -151,7 +154,9 @@ def _is_no_face(exc: BaseException) -> bool:
 
 
 def group_tag(run_id: str) -> str:
-    """>>> group_tag("nightly-7")
+    """The person group's userData that marks it as a run's (Face resources have no tags).
+
+    >>> group_tag("nightly-7")
     '{"fvr-audit": "nightly-7"}'
     """
     return json.dumps({TAG_KEY: run_id})
@@ -285,7 +290,7 @@ class AzureFaceEngine(MatchingEngine):
         if self._identities is not None:
             self._delete_group()
         resumed = self._create_or_resume()
-        existing = self._persons() if resumed else {}
+        existing = self._persons({label: len(group) for label, group in by_label.items()}) if resumed else {}
 
         # Persons first (one call each), then the faces still missing.
         person_of: dict[str, str] = {}
@@ -312,7 +317,7 @@ class AzureFaceEngine(MatchingEngine):
             person_of[label] = person_id
             already[label] = set()
 
-        todo = [p for p in photos if p.key not in already[p.label]]
+        todo = [p for p in photos if already[p.label] is not _ALL_PHOTOS and p.key not in already[p.label]]
 
         def add_face(photo: GalleryPhoto) -> bool:
             data = photo_bytes(photo.path)
@@ -332,7 +337,9 @@ class AzureFaceEngine(MatchingEngine):
             return True
 
         added = self._map(add_face, todo)
-        faces_of = Counter({label: len(keys) for label, keys in already.items()})
+        faces_of = Counter(
+            {label: len(by_label[label]) if keys is _ALL_PHOTOS else len(keys) for label, keys in already.items()}
+        )
         for photo, ok in zip(todo, added):
             faces_of[photo.label] += int(ok)
         enrolled = sorted(label for label, count in faces_of.items() if count > 0)
@@ -341,7 +348,7 @@ class AzureFaceEngine(MatchingEngine):
         self.enrolment = EnrolmentSummary(
             photos=len(photos),
             indexed=int(sum(added)),
-            resumed=sum(len(keys) for keys in already.values()),
+            resumed=sum(faces_of.values()) - int(sum(added)),
             without_face=len(todo) - int(sum(added)),
             identities=len(enrolled),
         )
@@ -380,8 +387,12 @@ class AzureFaceEngine(MatchingEngine):
         self._group_exists = True
         return True
 
-    def _persons(self) -> dict[str, tuple[str, set[str]]]:
-        """label -> (person id, keys of the photos it already holds), for resuming."""
+    def _persons(self, photos_of: dict[str, int]) -> dict[str, tuple[str, set[str]]]:
+        """label -> (person id, keys of the photos it already holds), for resuming.
+
+        A person holding as many faces as the identity has photos is complete; only the others
+        are asked which photos they hold (one GetFace per face).
+        """
         from azure.core.exceptions import HttpResponseError
 
         found: dict[str, tuple[str, set[str]]] = {}
@@ -396,7 +407,10 @@ class AzureFaceEngine(MatchingEngine):
                     label = person.user_data or person.name
                     face_ids = list(person.persisted_face_ids or [])
                     keys = set()
-                    for face_id in face_ids:  # only on resume: one call per face already added
+                    if len(face_ids) >= photos_of.get(label, 0):
+                        found[label] = (person.person_id, _ALL_PHOTOS)
+                        continue
+                    for face_id in face_ids:
                         face = self._call(
                             "GetFace",
                             lambda face_id=face_id: self._admin.large_person_group.get_face(

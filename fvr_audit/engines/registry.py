@@ -16,7 +16,9 @@ CLOUD_ENGINES = ("aws:rekognition", "azure:face")
 
 
 def is_cloud_engine(spec: str) -> bool:
-    """>>> is_cloud_engine("aws:rekognition"), is_cloud_engine("local:faceres-1024")
+    """Whether ``spec`` names a cloud service (photos enrolled, calls priced).
+
+    >>> is_cloud_engine("aws:rekognition"), is_cloud_engine("local:faceres-1024")
     (True, False)
     """
     return spec in CLOUD_ENGINES
