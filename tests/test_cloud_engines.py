@@ -503,3 +503,39 @@ def test_max_cost_stops_before_any_call_and_the_plan_prints_whole() -> None:
     assert any(line.split()[:3] == ["aws:rekognition", "SearchFacesByImage", "500"] for line in lines)
     assert any(line.split()[:2] == ["azure:face", "total"] for line in lines)
     assert "https://aws.amazon.com/rekognition/pricing/" in lines[0]
+
+
+# -- the simulation with a real recognizer on LFW ------------------------------------------------------
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_simulated_services_with_dlib_on_lfw_photos(lfw_dir: Path) -> None:
+    """The default simulated detector (dlib HOG + landmarks) and a real recognizer: gallery photos
+    as files, queries cut to the canonical frame the scan sends; a held-out photo of each person is
+    found at rank 1 by both services, and a blank query is a no-match."""
+    from fvr_audit.alignment.aligner import FaceAligner, NoFacePolicy
+    from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY
+    from fvr_audit.alignment.images import load_image_rgb
+    from fvr_audit.engines.simulated import LocalRecognizer, simulated_aws_engine, simulated_azure_engine
+    from fvr_audit.extractors.registry import get_extractor
+
+    people = sorted(p.name for p in lfw_dir.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:8]
+    paths, labels, held_out = [], [], []
+    for person in people:
+        photos = sorted((lfw_dir / person).glob("*.jpg"))
+        paths += [f"{person}/{p.name}" for p in photos[:2]]
+        labels += [person, person]
+        held_out.append(photos[2])
+    gallery = Gallery(None, np.array(labels), "LFW", np.array(paths), lfw_dir)
+    aligner = FaceAligner([CANONICAL_GEOMETRY], no_face=NoFacePolicy.CENTER)
+    crops = np.stack([aligner.align(load_image_rgb(p)).crops[0] for p in held_out] + [FLAT])
+    shared = LocalRecognizer(get_extractor("dlib-resnet128"))
+    for factory in (simulated_aws_engine, simulated_azure_engine):
+        with factory(recognizer=shared, run_id="lfw") as engine:
+            engine.enroll(gallery)
+            hits = engine.search(crops, 3)
+        assert engine.enrolment.identities == len(people)
+        top1 = [h.labels[0] if h.labels else None for h in hits]
+        assert sum(t == p for t, p in zip(top1, people)) >= len(people) - 1, (engine.name, top1)
+        assert hits[-1].labels == ()

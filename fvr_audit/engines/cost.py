@@ -35,6 +35,8 @@ class PriceTable:
     #: USD per 1,000 stored faces per month (billed pro rata; a scan keeps them a few hours).
     storage_usd_per_1000_faces_month: float
     note: str = ""
+    #: What of the table was checked against a published source, and what was not (said in --dry-run's README).
+    checked: str = ""
 
 
 _REKOGNITION_GROUP_1 = (
@@ -61,6 +63,12 @@ PRICES: dict[str, PriceTable] = {
         billed={"IndexFaces": _REKOGNITION_GROUP_1, "SearchFacesByImage": _REKOGNITION_GROUP_1},
         storage_usd_per_1000_faces_month=0.01,
         note="us-east-1 list prices, Group 1 image APIs; face metadata storage $0.00001 per face-month",
+        checked=(
+            "2026-12-03: the API grouping (IndexFaces, SearchFacesByImage in Group 1) read on the AWS pricing "
+            "page; the first-tier $0.0010 per image and the $0.0008 / $0.0006 levels on a 2026-10-07 "
+            "transcription of that page; the tier boundaries past the first million and the storage rate "
+            "are the long-standing published values, not re-read"
+        ),
     ),
     "azure:face": PriceTable(
         engine="azure:face",
@@ -73,6 +81,11 @@ PRICES: dict[str, PriceTable] = {
         },
         storage_usd_per_1000_faces_month=0.01,
         note="Standard (S0) list prices, all Face operations as transactions; face storage $0.01 per 1,000 faces-month",
+        checked=(
+            "2026-12-03: not re-read (the stored copies of the Azure pricing page held no figures); the "
+            "S0 transaction tiers ($1.00 / $0.80 / $0.60 / $0.40 per 1,000) are the long-standing "
+            "published values; check the source before relying on the estimate"
+        ),
     ),
 }
 
