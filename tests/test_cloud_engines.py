@@ -25,7 +25,7 @@ from fvr_audit.io.service import Attempts, GiveUp, RetryPolicy
 from fvr_audit.metrics.topk import topk_rates_from_hits
 
 boto3 = pytest.importorskip("boto3")
-from botocore.stub import ANY, Stubber  # noqa: E402
+from botocore.stub import ANY, Stubber
 
 REGION = "us-east-1"
 EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]+$")
@@ -255,9 +255,8 @@ def test_aws_throttling_that_never_ends_is_a_service_error_and_still_deletes(gal
     for _ in range(3):
         stub.add_client_error("index_faces", "ThrottlingException", "Rate exceeded", 400)
     stub.add_response("delete_collection", {"StatusCode": 200}, {"CollectionId": "fvr-audit-t1"})
-    with stub, pytest.raises(ServiceError) as excinfo:
-        with engine:
-            engine.enroll(two_person_gallery(gallery))
+    with stub, pytest.raises(ServiceError) as excinfo, engine:
+        engine.enroll(two_person_gallery(gallery))
     assert str(excinfo.value) == (
         "aws:rekognition IndexFaces (fvr-audit-t1): ThrottlingException: Rate exceeded (3 attempts)"
     )
@@ -316,7 +315,7 @@ def test_azure_create_add_train_detect_identify_429_and_delete(gallery: Gallery)
     service.fail_next("Identify", 503, times=1, retry_after=None)
     sleeps: list[float] = []
     engine = simulated_azure_engine(service=service, run_id="t2", concurrency=1, sleep=sleeps.append)
-    crops, truth = queries()
+    crops, _ = queries()
     with engine:
         engine.enroll(gallery)
         hits = engine.search(crops, 3)
@@ -413,7 +412,11 @@ def test_aws_enrolment_resumes_a_killed_run(gallery: Gallery) -> None:
 
 
 def test_aws_refuses_a_collection_it_did_not_make(gallery: Gallery) -> None:
-    from fvr_audit.engines.simulated import SimulatedRekognition, simulated_aws_engine, simulated_rekognition_client
+    from fvr_audit.engines.simulated import (
+        SimulatedRekognition,
+        simulated_aws_engine,
+        simulated_rekognition_client,
+    )
 
     service = SimulatedRekognition(recognizer())
     simulated_rekognition_client(service).create_collection(CollectionId="fvr-audit-r2")
@@ -448,7 +451,11 @@ def test_engines_cleanup_lists_then_deletes_only_tagged_leftovers(gallery: Galle
 
     from fvr_audit.cli.app import app
     from fvr_audit.engines import aws
-    from fvr_audit.engines.simulated import SimulatedRekognition, simulated_aws_engine, simulated_rekognition_client
+    from fvr_audit.engines.simulated import (
+        SimulatedRekognition,
+        simulated_aws_engine,
+        simulated_rekognition_client,
+    )
 
     service = SimulatedRekognition(recognizer())
     simulated_aws_engine(service=service, run_id="killed").enroll(gallery)  # never closed

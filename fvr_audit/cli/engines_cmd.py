@@ -61,8 +61,10 @@ def _sdk(module: str) -> bool:
 @handle_errors
 def list_engines() -> None:
     """List the engines a scan can use as F': local models and cloud services (no network call)."""
-    from fvr_audit.engines.aws import DEFAULT_THRESHOLD as AWS_THRESHOLD, MAX_SEARCH_FACES
-    from fvr_audit.engines.azure import DEFAULT_THRESHOLD as AZURE_THRESHOLD, ENDPOINT_ENV, KEY_ENV, MAX_CANDIDATES
+    from fvr_audit.engines.aws import DEFAULT_THRESHOLD as AWS_THRESHOLD
+    from fvr_audit.engines.aws import MAX_SEARCH_FACES
+    from fvr_audit.engines.azure import DEFAULT_THRESHOLD as AZURE_THRESHOLD
+    from fvr_audit.engines.azure import ENDPOINT_ENV, KEY_ENV, MAX_CANDIDATES
     from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS
 
     rows = [

@@ -176,7 +176,8 @@ def _error_message(exc: BaseException) -> str:
 
 def classify(exc: Exception) -> Retryable | None:
     """Throttling, the service's 5xx and dropped connections are retried; the rest is final."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, ClientError):
         code = error_code(exc)

@@ -401,7 +401,7 @@ class AzureFaceEngine(MatchingEngine):
             while True:
                 page = self._call(
                     "ListPersons",
-                    lambda: self._admin.large_person_group.get_persons(self.group_id, start=start, top=PAGE_PERSONS),
+                    lambda start=start: self._admin.large_person_group.get_persons(self.group_id, start=start, top=PAGE_PERSONS),
                 )
                 for person in page:
                     label = person.user_data or person.name
@@ -413,8 +413,8 @@ class AzureFaceEngine(MatchingEngine):
                     for face_id in face_ids:
                         face = self._call(
                             "GetFace",
-                            lambda face_id=face_id: self._admin.large_person_group.get_face(
-                                self.group_id, person.person_id, face_id
+                            lambda face_id=face_id, person_id=person.person_id: self._admin.large_person_group.get_face(
+                                self.group_id, person_id, face_id
                             ),
                         )
                         keys.add(face.user_data or "")
@@ -553,7 +553,7 @@ def find_leftovers(admin, *, run_id: str | None = None, retry: RetryPolicy = DEF
     start = None
     while True:
         page = call_with_retries(
-            lambda: admin.large_person_group.get_large_person_groups(start=start, top=1000),
+            lambda start=start: admin.large_person_group.get_large_person_groups(start=start, top=1000),
             classify=classify, policy=retry, what=f"{ENGINE} ListGroups", sleep=sleep, rng=rng,
         )
         for group in page:

@@ -146,8 +146,9 @@ def photo_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     if len(data) <= MAX_IMAGE_BYTES and (data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"):
         return data
-    from fvr_audit.alignment.images import load_image_rgb
     from PIL import Image
+
+    from fvr_audit.alignment.images import load_image_rgb
 
     image = Image.fromarray(load_image_rgb(path))
     quality = 92
