@@ -401,7 +401,7 @@ def test_aws_enrolment_resumes_a_killed_run(gallery: Gallery) -> None:
     first = simulated_aws_engine(service=service, run_id="r1")
     first.enroll(gallery)  # then "killed": never closed
     collection = service.collections["fvr-audit-r1"]
-    collection.faces = collection.faces[:5] + [dict(collection.faces[0], FaceId="stray", ExternalImageId="Old::1")]
+    collection.faces = collection.faces[:5] + [dict(collection.faces[0], FaceId="0" * 8 + "-0000-0000-0000-" + "0" * 12, ExternalImageId="Old::1")]
     second = simulated_aws_engine(service=service, run_id="r1")
     with second:
         second.enroll(gallery)
@@ -409,6 +409,26 @@ def test_aws_enrolment_resumes_a_killed_run(gallery: Gallery) -> None:
         assert second.calls["IndexFaces"] == 13 - 5 and second.calls["DeleteFaces"] == 1
         assert "Old" not in {f["ExternalImageId"].split("::")[0] for f in service.collections["fvr-audit-r1"].faces}
     assert service.collections == {}
+
+
+def test_the_simulated_client_validates_requests_against_the_service_model() -> None:
+    from botocore.exceptions import ClientError, ParamValidationError
+
+    from fvr_audit.engines.simulated import SimulatedRekognition, simulated_rekognition_client
+
+    service = SimulatedRekognition(recognizer())
+    client = simulated_rekognition_client(service)
+    # botocore's own validation: types and required members, before anything is sent.
+    with pytest.raises(ParamValidationError, match="MaxFaces"):
+        client.search_faces_by_image(CollectionId="fvr-audit-x", Image={"Bytes": b"png"}, MaxFaces="5")
+    assert service.requests == []
+    # The service's: maxima and patterns from the same model.
+    client.create_collection(CollectionId="fvr-audit-x")
+    for bad in ({"MaxFaces": 5000}, {"FaceMatchThreshold": 101.0}):
+        with pytest.raises(ClientError, match="ValidationException"):
+            client.search_faces_by_image(CollectionId="fvr-audit-x", Image={"Bytes": b"png"}, **bad)
+    with pytest.raises(ClientError, match="regular expression pattern"):
+        client.index_faces(CollectionId="fvr-audit-x", Image={"Bytes": b"png"}, ExternalImageId="Ann Lee")
 
 
 def test_aws_refuses_a_collection_it_did_not_make(gallery: Gallery) -> None:

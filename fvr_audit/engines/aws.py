@@ -423,6 +423,7 @@ class AwsRekognitionEngine(MatchingEngine):
         present: set[str] = set()
         stray: list[str] = []
         token = None
+        operation = "ListFaces"
         try:
             while True:
                 params: dict[str, Any] = {"CollectionId": self.collection_id, "MaxResults": PAGE_FACES}
@@ -438,10 +439,11 @@ class AwsRekognitionEngine(MatchingEngine):
                 token = page.get("NextToken")
                 if not token:
                     break
+            operation = "DeleteFaces"
             for start in range(0, len(stray), PAGE_FACES):
                 self._call("DeleteFaces", CollectionId=self.collection_id, FaceIds=stray[start : start + PAGE_FACES])
         except ClientError as exc:
-            raise self._fail("ListFaces", exc) from None
+            raise self._fail(operation, exc) from None
         return present
 
     # -- search ------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ They let a whole scan run against the *real* engines (:class:`~fvr_audit.engines
 
 * AWS: a real boto3 Rekognition client (fake credentials) whose ``before-send`` hook answers each
   signed HTTP request. Every request is first validated by botocore against the real service model
-  (its ParamValidator runs before serialisation), then serialised exactly as it would be sent; the
-  answer is parsed by botocore's own JSON-protocol parser. Unlike ``Stubber``, which needs every
+  (its ParamValidator runs before serialisation: types, required members, minima), then serialised
+  exactly as it would be sent; the simulated service checks what the real one checks on its side
+  (maxima such as ``MaxFaces <= 4096``, string patterns such as ExternalImageId's) and answers
+  ``ValidationException``; the answer is parsed by botocore's own JSON-protocol parser. Unlike ``Stubber``, which needs every
   call listed in order, this answers a whole scan, in any order and from several threads.
 * Azure: an azure-core ``HttpTransport`` given to the real SDK clients, answering each request.
 
@@ -197,8 +199,8 @@ class SimulatedRekognition:
         """``before-send`` handler: the answer to a signed request, as botocore reads it off the wire."""
         from botocore.awsrequest import AWSResponse
 
-        operation = request.headers["X-Amz-Target"].decode().split(".", 1)[1] if isinstance(
-            request.headers["X-Amz-Target"], bytes) else request.headers["X-Amz-Target"].split(".", 1)[1]
+        target = request.headers["X-Amz-Target"]  # "RekognitionService.<Operation>"
+        operation = (target.decode() if isinstance(target, bytes) else target).split(".", 1)[1]
         body = request.body
         params = json.loads(body.decode("utf-8") if isinstance(body, bytes) else (body or "{}"))
         try:
@@ -207,12 +209,19 @@ class SimulatedRekognition:
                 fault = self.faults.take(operation)
                 if fault is not None:
                     raise fault
+                _check_constraints(self._model().operation_model(operation).input_shape, params, "")
                 answer = getattr(self, "_" + operation)(params)
             status, payload = 200, json.dumps(answer, default=_epoch).encode()
         except ServiceFault as fault:
             status, payload = fault.status, json.dumps({"__type": fault.code, "message": fault.message}).encode()
         headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": str(uuid.uuid4())}
         return AWSResponse(request.url, status, headers, _Raw(payload))
+
+    @staticmethod
+    def _model():
+        import botocore.session
+
+        return botocore.session.get_session().get_service_model("rekognition")
 
     # -- operations --------------------------------------------------------------------------------
 
@@ -316,6 +325,45 @@ class SimulatedRekognition:
             labels = [str(f["ExternalImageId"]).split("::", 1)[0] for f in faces]
             self._centre[collection_id] = self.recognizer.calibrate(np.stack([f["vector"] for f in faces]), labels)
         return self._centre[collection_id]
+
+
+def _check_constraints(shape, value, path: str) -> None:
+    """The checks the service makes and botocore's client-side validation leaves to it: maxima of
+    numbers, lengths and list sizes, and string patterns (botocore checks types, required members
+    and minima). A violation is the service's ``ValidationException``."""
+    import re
+
+    meta = shape.metadata
+    name = path or shape.name
+
+    def refuse(problem: str) -> None:
+        raise ServiceFault("ValidationException", f"1 validation error detected: Value at '{name}' {problem}")
+
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for member, member_shape in shape.members.items():
+            if member in value:
+                _check_constraints(member_shape, value[member], f"{path}.{member}" if path else member)
+    elif shape.type_name == "list" and isinstance(value, list):
+        if "max" in meta and len(value) > meta["max"]:
+            refuse(f"failed to satisfy constraint: Member must have length less than or equal to {meta['max']}")
+        for item in value:
+            _check_constraints(shape.member, item, name)
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            _check_constraints(shape.key, key, name)
+            _check_constraints(shape.value, item, name)
+    elif shape.type_name == "string" and isinstance(value, str):
+        if "max" in meta and len(value) > meta["max"]:
+            refuse(f"failed to satisfy constraint: Member must have length less than or equal to {meta['max']}")
+        try:
+            pattern = re.compile(meta["pattern"]) if "pattern" in meta else None
+        except re.error:  # a Java-only construct (\p{L}...): left to the real service
+            pattern = None
+        if pattern is not None and not pattern.fullmatch(value):
+            refuse(f"failed to satisfy constraint: Member must satisfy regular expression pattern: {meta['pattern']}")
+    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
+        if "max" in meta and value > meta["max"]:
+            refuse(f"failed to satisfy constraint: Member must have value less than or equal to {meta['max']}")
 
 
 class _Raw:

@@ -19,7 +19,8 @@ Reading :attr:`~HttpEndpointExtractor.info` before any embedding sends one probe
 crop) to learn the dimension; it is counted in ``queries_used``, not in ``images_embedded``.
 
 Failures: 429, 5xx, timeouts and connection errors are retried with exponential backoff and
-jitter (``Retry-After`` honoured, total waiting per crop capped); other 4xx answers and invalid
+full jitter, the rule every remote client shares (:mod:`fvr_audit.io.service`; ``Retry-After``
+honoured, total waiting per crop capped); other 4xx answers and invalid
 responses fail at once. Either way the error is a :class:`~fvr_audit.errors.ServiceError`
 (exit code 3) on one line naming the URL, the problem and the attempts made.
 """
