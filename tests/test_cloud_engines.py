@@ -394,6 +394,27 @@ def test_simulated_engine_answers_a_whole_search_and_matches_its_plan(gallery: G
         assert calls["Identify"] == plan.count("Identify") and calls["CreatePerson"] == plan.count("CreatePerson")
 
 
+def test_preloaded_gallery_vectors_spare_the_detector(gallery: Gallery) -> None:
+    from fvr_audit.engines.simulated import LocalRecognizer, simulated_aws_engine
+
+    calls = []
+
+    def counting_detector(image):
+        calls.append(1)
+        return detect_unless_flat(image)
+
+    shared = LocalRecognizer(BlockColours(), detector=counting_detector)
+    known = gallery.labels != "Nobody"
+    files = [f for f, keep in zip(gallery.photo_files(), known) if keep]
+    crops = [detect_unless_flat(np.asarray(Image.open(f).convert("RGB"))) for f in files]
+    shared.preload(files, BlockColours().embed(np.stack(crops)))
+    with simulated_aws_engine(recognizer=shared, run_id="pre") as engine:
+        engine.enroll(gallery)
+        hits = engine.search(queries()[0][:1], 1)
+    assert len(calls) == 1 + 1  # the one photo not preloaded, and the query
+    assert engine.enrolment.indexed == 12 and hits[0].labels == ("Ann Lee",)
+
+
 def test_aws_enrolment_resumes_a_killed_run(gallery: Gallery) -> None:
     from fvr_audit.engines.simulated import SimulatedRekognition, simulated_aws_engine
 
