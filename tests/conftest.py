@@ -13,6 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FVR_AUDIT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 LFW_DIR = SHARED_DATA / "lfw-deepfunneled"
 
+# No test may reach a cloud service: boto3's credential chain would otherwise probe the
+# instance-metadata address when no credentials are set (issue 11).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 
 @pytest.fixture(scope="session")
 def lfw_dir() -> Path:

@@ -37,6 +37,7 @@ def _register_commands() -> None:
     from fvr_audit.cli import (
         adapter_cmd,
         demo_cmd,
+        engines_cmd,
         extract_cmd,
         extractors_cmd,
         models_cmd,
@@ -50,6 +51,7 @@ def _register_commands() -> None:
     app.add_typer(vectors_cmd.app, name="vectors", help="Inspect and validate feature-vector databases.")
     demo_cmd.register(app)
     extractors_cmd.register(app)
+    engines_cmd.register(app)
     extract_cmd.register(app)
     scan_cmd.register(app)
     reconstruct_cmd.register(app)

@@ -1,4 +1,5 @@
-"""Engine specs on the command line: ``local:<extractor>`` (any extractor spec after the colon).
+"""Engine specs on the command line: ``local:<extractor>`` (any extractor spec after the colon),
+``aws:rekognition`` and ``azure:face``.
 
 >>> parse_engine_spec("local:faceres-1024"), parse_engine_spec("faceres-1024")
 (('local', 'faceres-1024'), ('local', 'faceres-1024'))
@@ -10,18 +11,24 @@ from fvr_audit.engines.base import MatchingEngine
 from fvr_audit.errors import InputError
 
 DEFAULT_ENGINES = ("local:dlib-resnet128", "local:faceres-1024")
-#: Cloud engines plug in through the same MatchingEngine interface; not shipped in this version.
-PLANNED_ENGINES = ("aws:rekognition", "azure:face")
+#: Cloud engines: they enroll photos, answer top-K above a service threshold, and cost money.
+CLOUD_ENGINES = ("aws:rekognition", "azure:face")
 
 
-#: Said in the README and in every report that used the engine (by spec prefix).
-LIMITED_ACCESS_NOTES = {
-    "azure:": (
-        "Azure Face identification is a Limited Access service: Microsoft grants it only to eligible customers "
-        "for approved use cases (https://aka.ms/facerecognition); an audit of your own database for privacy "
-        "risk must be covered by your approval."
-    ),
-}
+def is_cloud_engine(spec: str) -> bool:
+    """Whether ``spec`` names a cloud service (photos enrolled, calls priced).
+
+    >>> is_cloud_engine("aws:rekognition"), is_cloud_engine("local:faceres-1024")
+    (True, False)
+    """
+    return spec in CLOUD_ENGINES
+
+
+def limited_access_notes() -> dict[str, str]:
+    """Spec prefix -> the access requirement said in the README and in every report that used the engine."""
+    from fvr_audit.engines.cloud import AZURE_LIMITED_ACCESS
+
+    return {"azure:": AZURE_LIMITED_ACCESS}
 
 
 def parse_engine_spec(spec: str) -> tuple[str, str]:
@@ -31,15 +38,44 @@ def parse_engine_spec(spec: str) -> tuple[str, str]:
     return kind, target
 
 
-def create_engine(spec: str, *, threshold: float | None = None) -> MatchingEngine:
-    """A matching engine from its spec; ``local:`` wraps any extractor spec. ``threshold`` is on
-    the engine's own score scale; below it the engine answers "no match"."""
+def create_engine(
+    spec: str,
+    *,
+    threshold: float | None = None,
+    threshold_source: str = "",
+    run_id: str | None = None,
+    region: str | None = None,
+    endpoint: str | None = None,
+) -> MatchingEngine:
+    """A matching engine from its spec; ``local:`` wraps any extractor spec.
+
+    Cloud engines take ``run_id`` (names and tags their collection / person group; the same id
+    resumes an interrupted enrolment), ``threshold`` on the service's scale (Rekognition similarity
+    0-100, default 80; Azure confidence 0-1, default 0.5), and ``region`` / ``endpoint`` (else from
+    the environment). Credentials are checked here, before any call: a missing one is a one-line
+    InputError (exit 2).
+    """
     kind, target = parse_engine_spec(spec)
+    if spec in CLOUD_ENGINES and run_id is not None:
+        from fvr_audit.engines.cloud import check_run_id
+
+        check_run_id(run_id)
     if kind == "local":
         from fvr_audit.engines.local import LocalEngine
         from fvr_audit.extractors.registry import get_extractor
 
-        return LocalEngine(get_extractor(target), threshold=threshold, threshold_source="--engine-threshold")
-    if spec in PLANNED_ENGINES:
-        raise InputError(f"{spec}: this engine is not available in this version yet; use local:<extractor>")
-    raise InputError(f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>")
+        return LocalEngine(get_extractor(target), threshold=threshold,
+                           threshold_source=threshold_source or ("--engine-threshold" if threshold is not None else ""))
+    if spec == "aws:rekognition":
+        from fvr_audit.engines.aws import AwsRekognitionEngine, rekognition_client
+
+        client = rekognition_client(region)
+        return AwsRekognitionEngine(client, run_id=run_id, threshold=threshold, threshold_source=threshold_source)
+    if spec == "azure:face":
+        from fvr_audit.engines.azure import AzureFaceEngine, face_clients
+
+        admin, face = face_clients(endpoint)
+        return AzureFaceEngine(admin, face, run_id=run_id, threshold=threshold, threshold_source=threshold_source)
+    raise InputError(
+        f"{spec}: unknown engine; use local:<extractor name, .onnx file or URL>, {' or '.join(CLOUD_ENGINES)}"
+    )

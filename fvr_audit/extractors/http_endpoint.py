@@ -19,14 +19,14 @@ Reading :attr:`~HttpEndpointExtractor.info` before any embedding sends one probe
 crop) to learn the dimension; it is counted in ``queries_used``, not in ``images_embedded``.
 
 Failures: 429, 5xx, timeouts and connection errors are retried with exponential backoff and
-jitter (``Retry-After`` honoured, total waiting per crop capped); other 4xx answers and invalid
+full jitter, the rule every remote client shares (:mod:`fvr_audit.io.service`; ``Retry-After``
+honoured, total waiting per crop capped); other 4xx answers and invalid
 responses fail at once. Either way the error is a :class:`~fvr_audit.errors.ServiceError`
 (exit code 3) on one line naming the URL, the problem and the attempts made.
 """
 
 from __future__ import annotations
 
-import email.utils
 import io
 import math
 import os
@@ -34,7 +34,6 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -55,6 +54,9 @@ from fvr_audit.extractors.base import (
     Preprocessing,
 )
 from fvr_audit.extractors.registry import ExtractorOptions
+from fvr_audit.io.service import Attempts, GiveUp, RetryPolicy, attempts_text, parse_retry_after
+
+__all__ = ["HttpEndpointExtractor", "encode_png", "parse_retry_after", "redact_url"]
 
 #: Environment variable holding the bearer token for the endpoint.
 TOKEN_ENV = "FVR_AUDIT_HTTP_TOKEN"
@@ -179,30 +181,6 @@ def redact_url(url: str) -> str:
     return text
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None.
-
-    >>> parse_retry_after("2"), parse_retry_after("0.5"), parse_retry_after("soon"), parse_retry_after(None)
-    (2.0, 0.5, None, None)
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=datetime(2015, 10, 21, 7, 28, tzinfo=UTC))
-    10.0
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def encode_png(crop: np.ndarray) -> bytes:
     """A uint8 [H, W, 3] RGB crop as PNG bytes (lossless: the server sees exactly our pixels)."""
     from PIL import Image
@@ -210,10 +188,6 @@ def encode_png(crop: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(crop, dtype=np.uint8)).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
-
-
-def _attempts(count: int) -> str:
-    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def _short(text: str, limit: int = 100) -> str:
@@ -367,16 +341,13 @@ class HttpEndpointExtractor(Extractor):
 
     # -- one crop ----------------------------------------------------------------------------------
 
-    def _backoff_delay(self, attempt: int) -> float:
-        """Exponential delay after failed ``attempt`` (1-based), with jitter in [50%, 100%].
-
-        The jitter keeps the concurrent workers of a batch from retrying in lockstep.
-        """
-        delay = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
-        return delay * self._random.uniform(0.5, 1.0)
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """Waits between attempts: the shared backoff with full jitter (:mod:`fvr_audit.io.service`)."""
+        return RetryPolicy(self.max_attempts, self.backoff_base, self.backoff_cap, self.backoff_budget)
 
     def _fail(self, problem: str, attempts: int, suffix: str = "") -> ServiceError:
-        return ServiceError(f"{self.display_url}: {problem} ({_attempts(attempts)}{suffix})")
+        return ServiceError(f"{self.display_url}: {problem} ({attempts_text(attempts)}{suffix})")
 
     def _client_error(self, response: httpx.Response, attempts: int) -> ServiceError:
         """The error for an answer that retrying cannot fix (4xx other than 429, 3xx, 1xx)."""
@@ -444,7 +415,7 @@ class HttpEndpointExtractor(Extractor):
     def _embed_one(self, crop: np.ndarray, stop: threading.Event, *, is_probe: bool = False) -> np.ndarray:
         """POST one crop, retrying what may succeed later; a vector or a ServiceError."""
         body = encode_png(crop)
-        waited = 0.0
+        retries = Attempts(self.retry_policy, self._random)
         attempt = 0
         while True:
             if stop.is_set():
@@ -482,16 +453,10 @@ class HttpEndpointExtractor(Extractor):
                 problem = self._server_problem(response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
 
-            if attempt >= self.max_attempts:
-                raise self._fail(problem, attempt)
-            delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
-            if waited + delay > self.backoff_budget:
-                raise self._fail(
-                    f"{problem}; gave up, waiting {delay:g} s more would pass the {self.backoff_budget:g} s "
-                    "backoff budget",
-                    attempt,
-                )
-            waited += delay
+            try:
+                delay = retries.wait_after_failure(retry_after)
+            except GiveUp as give_up:
+                raise self._fail(problem + give_up.detail, give_up.attempts) from None
             if stop.wait(delay):
                 raise _Cancelled()
 

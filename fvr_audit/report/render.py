@@ -553,7 +553,7 @@ def _metric1(
 def _top_matches(results: AuditResults, engines: list[str], methods: list[str], gate_k: int) -> dict | None:
     """The engines that answer with their top matches only (cloud services), as the paper's Fig. 6:
     tpr, fpr and no-match per method at top-5 (else the gate's K) among their enrolled identities."""
-    from fvr_audit.engines.registry import LIMITED_ACCESS_NOTES
+    from fvr_audit.engines.registry import limited_access_notes
 
     narrow = [e for e in results.engines if not e.scores_every_identity or e.remote]
     if not narrow:
@@ -566,7 +566,7 @@ def _top_matches(results: AuditResults, engines: list[str], methods: list[str], 
         "k": k,
         "svg": Markup(svg) if svg else None,
         "engines": narrow,
-        "notes": [note for prefix, note in LIMITED_ACCESS_NOTES.items() if any(n.startswith(prefix) for n in names)],
+        "notes": [note for prefix, note in limited_access_notes().items() if any(n.startswith(prefix) for n in names)],
     }
 
 
