@@ -19,7 +19,8 @@ from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY
 from fvr_audit.audit.settings import THRESHOLD_FROM_FMR, GallerySources, ScanSettings
 from fvr_audit.audit.targets import given_rows
 from fvr_audit.engines.base import Gallery, GalleryKind, MatchingEngine, ScoresEveryIdentity
-from fvr_audit.engines.registry import create_engine
+from fvr_audit.engines.cloud import new_run_id
+from fvr_audit.engines.registry import create_engine, is_cloud_engine
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.vectors import VectorDatabase, load_vectors
@@ -49,11 +50,15 @@ def open_engines(
 ) -> list[EngineGallery]:
     """Every ``--engine`` with its gallery (not yet enrolled); each engine is closed by ``stack``."""
     specs = list(dict.fromkeys(settings.engines))
+    run_id = settings.run_id or new_run_id()
     engines = []
     for spec in specs:
         threshold = settings.engine_thresholds.get(spec, settings.engine_thresholds.get(spec.partition(":")[2]))
         given = None if threshold is None or threshold == THRESHOLD_FROM_FMR else float(threshold)
-        engines.append(stack.enter_context(create_engine(spec, threshold=given)))
+        engines.append(stack.enter_context(
+            create_engine(spec, threshold=given, threshold_source="--engine-threshold" if given is not None else "",
+                          run_id=run_id if is_cloud_engine(spec) else None)
+        ))
     unknown = set(sources.files) - {e.name for e in engines} - set(specs)
     if unknown:
         raise InputError(f"--gallery {sorted(unknown)[0]}=...: no such engine in --engine {','.join(specs)}")
@@ -73,13 +78,19 @@ def open_engines(
     states = []
     for spec, engine in zip(specs, engines):
         is_f = engine.same_model_as(extractor)
+        cloud_note = (
+            [f"run id {run_id}: what it enrolls is named fvr-audit-{run_id} and deleted when the scan ends; after a "
+             f"killed scan, fvr-audit engines cleanup --engine {spec} --run-id {run_id} --yes deletes it"]
+            if is_cloud_engine(spec) else []
+        )
         file = sources.files.get(engine.name) or sources.files.get(spec)
         if file is not None:
             if engine.info.gallery_kind is not GalleryKind.VECTORS:
                 raise InputError(f"--gallery {engine.name}={file}: {engine.name} enrolls photos, not vectors; give --gallery DIR")
             states.append(EngineGallery(spec, engine, is_f, _vector_file_gallery(file, engine), "file"))
         elif engine.name in folder_galleries:
-            states.append(EngineGallery(spec, engine, is_f, folder_galleries[engine.name], "folder", row_ids=folder_rows))
+            states.append(EngineGallery(spec, engine, is_f, folder_galleries[engine.name], "folder", row_ids=folder_rows,
+                                        notes=cloud_note))
         elif is_f:
             gallery = Gallery(
                 db.vectors, np.asarray(db.labels).astype(str),

@@ -67,6 +67,9 @@ class ScanSettings:
     #: :data:`THRESHOLD_FROM_FMR`. Engines without one return every identity (local) or use
     #: their service default (cloud); below the threshold an engine answers "no match".
     engine_thresholds: Mapping[str, float | str] = field(default_factory=dict)
+    #: ``--run-id``: names and tags the cloud engines' collection / person group (None: a fresh one);
+    #: the same id resumes an interrupted enrolment.
+    run_id: str | None = None
 
 
 def check_settings(settings: ScanSettings) -> None:

@@ -104,6 +104,7 @@ def settings_summary(settings: ScanSettings, sources: GallerySources, gate_n: in
         "originals_files": {k: str(v) for k, v in sources.originals.items()},
         "images_root": None if sources.images_root is None else str(sources.images_root),
         "engine_thresholds": {k: v for k, v in settings.engine_thresholds.items()},
+        "run_id": settings.run_id,
         "identity_score": "best cosine over the identity's enrolled vectors",
         "top_k_unit": "identities",
     }

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from fvr_audit.cli import options as opt
 from fvr_audit.cli.ci_summary import junit_xml, summary_markdown, summary_table
-from fvr_audit.cli.common import console, handle_errors
+from fvr_audit.cli.common import console, handle_errors, stdout_console
 from fvr_audit.cli.console import print_table
 from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import ExitCode, InputError
@@ -165,13 +166,28 @@ def register(app: typer.Typer) -> None:
         junit: Optional[Path] = typer.Option(
             None, "--junit", help="Also write JUnit XML, one test per attack x engine at the gate (needs --fail-on-tpr)."
         ),
+        dry_run: bool = typer.Option(
+            False, "--dry-run",
+            help="Print the requests each cloud engine would get and their estimated price, then stop (no credentials, no calls).",
+        ),
+        max_cost: Optional[float] = typer.Option(
+            None, "--max-cost", help="Stop before the first cloud request when the estimated price is above this many USD."
+        ),
+        run_id: Optional[str] = typer.Option(
+            None, "--run-id",
+            help="Name and tag of the cloud engines' collection / person group (default: a fresh one); the same id resumes an interrupted enrolment.",
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Write into a non-empty -o folder, replacing an earlier run's outputs (other files are kept)."
         ),
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
+        from fvr_audit.audit.plan import cloud_plans
         from fvr_audit.audit.scan import GallerySources, ScanSettings, check_settings, run_scan
+        from fvr_audit.engines.cloud import check_run_id
+        from fvr_audit.engines.cost import check_cost, render_plans
+        from fvr_audit.engines.registry import check_cloud_access, is_cloud_engine
         from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
         from fvr_audit.io.outputs import check_output_folder
@@ -180,11 +196,6 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
         if junit is not None and fail_on_tpr is None:
             raise InputError(f"--junit {junit}: needs --fail-on-tpr, the tpr each gate is tested against")
-        # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
-        check_output_folder(output, overwrite=overwrite)
-        for path in (summary_md, junit):
-            if path is not None:
-                check_writable(path)
         folders = [Path(g) for g in gallery if "=" not in g]
         if len(folders) > 1:
             raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")
@@ -207,6 +218,7 @@ def register(app: typer.Typer) -> None:
             query_budget=query_budget,
             rows=None if rows is None else parse_int_list(rows, "--rows"),
             engine_thresholds=parse_engine_thresholds(engine_threshold),
+            run_id=None if run_id is None else check_run_id(run_id),
         )
         check_settings(settings)
         sources = GallerySources(
@@ -215,6 +227,26 @@ def register(app: typer.Typer) -> None:
             originals=parse_assignments(originals, "--originals"),
             images_root=images_root,
         )
+        if max_cost is not None and max_cost < 0:
+            raise InputError(f"--max-cost {max_cost}: must be a price in USD, 0 or more")
+        if dry_run or max_cost is not None:
+            # Before the extractor is even opened: a dry run sends nothing, anywhere.
+            plans = cloud_plans(settings, sources, _planned_targets(vectors, settings))
+            if dry_run:
+                if plans:
+                    render_plans(plans, stdout_console)
+                else:
+                    typer.echo("dry run: no cloud engine in --engine; nothing would be billed")
+                return
+            check_cost(plans, max_cost)
+        for spec in settings.engines:
+            if is_cloud_engine(spec):
+                check_cloud_access(spec)
+        # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
+        check_output_folder(output, overwrite=overwrite)
+        for path in (summary_md, junit):
+            if path is not None:
+                check_writable(path)
         options = extractor_options
         model = get_extractor(extractor, options)
         if model.name in BUILTIN_EXTRACTORS and extractor not in BUILTIN_EXTRACTORS:
@@ -249,6 +281,17 @@ def register(app: typer.Typer) -> None:
             if exceeded:
                 typer.echo(f"fail-on-tpr: {exceeded}", err=True)
                 raise typer.Exit(int(ExitCode.RISK_ABOVE_THRESHOLD))
+
+
+def _planned_targets(vectors: Path, settings) -> int:
+    """Targets a scan of ``vectors`` would reconstruct (read from the file's header and labels only)."""
+    from fvr_audit.vectors import load_vectors
+
+    if settings.rows is not None:
+        return len(settings.rows)
+    db = load_vectors(vectors, allow_duplicates=True)
+    people = len(np.unique(np.asarray(db.labels))) if db.has_labels else db.n
+    return min(settings.sample, people)
 
 
 def gate_exceeded(results, limit: float) -> str | None:

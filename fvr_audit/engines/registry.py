@@ -31,6 +31,19 @@ def limited_access_notes() -> dict[str, str]:
     return {"azure:": AZURE_LIMITED_ACCESS}
 
 
+def check_cloud_access(spec: str) -> None:
+    """A one-line InputError (exit 2) when a cloud engine has no credentials or endpoint: checked
+    before a scan does any work, and before any request (building a client sends nothing)."""
+    if spec == "aws:rekognition":
+        from fvr_audit.engines.aws import rekognition_client
+
+        rekognition_client()
+    elif spec == "azure:face":
+        from fvr_audit.engines.azure import face_clients
+
+        face_clients()
+
+
 def parse_engine_spec(spec: str) -> tuple[str, str]:
     kind, sep, target = spec.partition(":")
     if not sep or kind in ("http", "https") or "/" in kind:
