@@ -36,6 +36,7 @@ from fvr_audit.metrics.topk import (
     wilson_interval,
 )
 from fvr_audit.vectors import VectorDatabase
+from fvr_audit.vectors.checks import row_blocks
 
 #: Rows per block when the database is compared with the reconstructions.
 BLOCK_ROWS = 1 << 16
@@ -126,9 +127,9 @@ def measure_against_database(
 def _rows_above(db: VectorDatabase, embedded: np.ndarray, own: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per target, the rows other than its own that score at least as high as its own row."""
     counts = np.zeros(len(rows), np.int64)
-    for lo in range(0, db.n, BLOCK_ROWS):
-        hi = min(db.n, lo + BLOCK_ROWS)
-        block = l2_normalize(np.asarray(db.vectors[lo:hi], dtype=np.float32))
+    for lo, stored in row_blocks(db.vectors, BLOCK_ROWS):  # a memory-mapped file is never resident whole
+        hi = lo + len(stored)
+        block = l2_normalize(np.asarray(stored, dtype=np.float32))
         scores = embedded @ block.T
         inside = (rows >= lo) & (rows < hi)
         scores[np.flatnonzero(inside), rows[inside] - lo] = -np.inf  # the own row is not its own rival
