@@ -37,6 +37,7 @@ from fvr_audit.metrics.topk import (
 )
 from fvr_audit.vectors import VectorDatabase
 from fvr_audit.vectors.checks import row_blocks
+from fvr_audit.vectors.npyfile import take_rows
 
 #: Rows per block when the database is compared with the reconstructions.
 BLOCK_ROWS = 1 << 16
@@ -78,7 +79,7 @@ def measure_against_database(
     engine = system_engine_name(extractor)
     rows = np.asarray(rows, dtype=np.int64)
     n = db.n
-    targets = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+    targets = l2_normalize(take_rows(db.vectors, rows))
     impostors, impostor_rule = _impostor_scores(db, seed)
     threshold = threshold_at_fmr(impostors, fmr)
     records: list[Record] = []
@@ -142,8 +143,9 @@ def _impostor_scores(db: VectorDatabase, seed: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng([seed, 0x51])
     probes = np.sort(rng.choice(db.n, size=min(IMPOSTOR_PROBES, db.n), replace=False))
     others = np.sort(rng.choice(db.n, size=min(max(1, IMPOSTOR_PAIRS // len(probes)), db.n), replace=False))
-    a = l2_normalize(np.asarray(db.vectors[probes], dtype=np.float32))
-    b = l2_normalize(np.asarray(db.vectors[others], dtype=np.float32))
+    # Scattered rows are read, not faulted in through the memory map (which would map gigabytes).
+    a = l2_normalize(take_rows(db.vectors, probes))
+    b = l2_normalize(take_rows(db.vectors, others))
     scores = a @ b.T
     valid = probes[:, None] != others[None, :]
     if db.has_labels:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fvr_audit.errors import InputError
+from fvr_audit.vectors.npyfile import take_rows
 
 #: Bytes of float32 data handled per chunk by the row checks. Each chunk is read twice (norms,
 #: then hashes) and the hasher's buffers are as big: at 1 MiB they stay in cache, which measured
@@ -322,7 +323,9 @@ def _rows_equal(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch:
     equal = np.empty(left.size, bool)
     for start in range(0, left.size, batch):
         stop = start + batch
-        equal[start:stop] = np.all(vectors[left[start:stop]] == vectors[right[start:stop]], axis=1)
+        equal[start:stop] = np.all(
+            take_rows(vectors, left[start:stop]) == take_rows(vectors, right[start:stop]), axis=1
+        )
     return equal
 
 
