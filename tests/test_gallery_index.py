@@ -109,3 +109,29 @@ def test_bad_searches(shape: tuple[int, int], k: int, message: str) -> None:
 def test_empty_gallery_is_refused() -> None:
     with pytest.raises(ValueError, match="shape"):
         GalleryIndex.build(np.zeros((0, 4), np.float32))
+
+
+def test_ivf_recall_is_measured_and_exact_search_reads_its_vectors_back_in_gallery_order() -> None:
+    gallery = clustered(100, 30, 32, 0.1, seed=8)
+    queries = clustered(100, 2, 32, 0.14, seed=9)
+    settings = IndexSettings(approximate_above=0, approximate=IndexKind.IVF, ivf_lists=50, ivf_probe=2)
+    index = GalleryIndex.build(gallery, settings, on_rows=(added := []).append)
+    assert index.kind is IndexKind.IVF and index.size == 3000 and sum(added) == 3000
+    truth_scores, truth_rows = brute_force_top_k(gallery, queries, 10)
+    scores, rows = index.exact_search(queries, 10)
+    np.testing.assert_array_equal(rows, truth_rows)
+    np.testing.assert_allclose(scores, truth_scores, atol=1e-5)
+
+    report = index.measure_recall(queries, 10)
+    _, found_rows = index.search(queries, 10)
+    by_rows = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found_rows, truth_rows)])
+    assert report.kind is IndexKind.IVF and report.recall == pytest.approx(by_rows, abs=0.01)
+    assert 0.1 < report.recall < 1.0  # 2 of 50 cells searched: neighbours in other cells are missed
+    # Searching every cell is exhaustive: recall 1.
+    every_cell = GalleryIndex.build(gallery, IndexSettings(approximate_above=0, approximate=IndexKind.IVF, ivf_lists=50, ivf_probe=50))
+    assert every_cell.measure_recall(queries, 10).recall == 1.0
+
+
+def test_exact_is_not_an_approximate_kind() -> None:
+    with pytest.raises(ValueError, match="HNSW or IndexKind.IVF"):
+        IndexSettings(approximate=IndexKind.EXACT)

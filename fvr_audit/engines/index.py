@@ -1,12 +1,17 @@
 """Top-k inner-product search over a gallery of L2-normalised vectors, exact or approximate.
 
 A :class:`GalleryIndex` is exact (faiss ``IndexFlatIP``: every query scored against every vector)
-up to :attr:`IndexSettings.approximate_above` vectors, and an HNSW graph (faiss
-``IndexHNSWFlat``) above, where exact search of a scan's queries would cost more than building
-the graph saves. An approximate index can miss true neighbours, so its recall is measured, not
-assumed: :meth:`GalleryIndex.measure_recall` compares its answers on a sample of the queries with
-exact search (blocked matrix products over the vectors the index holds) and returns a
-:class:`RecallReport` the scan can print beside its figures.
+up to :attr:`IndexSettings.approximate_above` vectors, and approximate above: an HNSW graph
+(faiss ``IndexHNSWFlat``, the default: the better recall) or an inverted file (faiss
+``IndexIVFFlat``: a k-means partition, searched in its ``ivf_probe`` nearest cells; far quicker
+to build, lower recall). An approximate index can miss true neighbours, which would make an
+attack look less successful than it is, so its recall is measured, not assumed:
+:meth:`GalleryIndex.measure_recall` compares its answers on a sample of the queries with exact
+search (blocked brute force over the vectors the index holds) and returns a :class:`RecallReport`
+the scan can print beside its figures.
+
+For the few thousand queries of a scan, exact search stays competitive far beyond a million
+vectors (``benchmarks/bench_scale.py`` measures build and search times of each kind).
 
 Vectors are added, and exact search reads them, in blocks, so a gallery given as a memory-mapped
 file is never normalised as one whole copy: the index's own N x D float32 storage is the only
@@ -15,6 +20,7 @@ full-size array.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +28,7 @@ from enum import Enum
 import numpy as np
 
 from fvr_audit.vectors.checks import row_blocks
+from fvr_audit.vectors.npyfile import take_rows
 
 #: A returned vector whose score is this close to the exact k-th score counts as a true neighbour:
 #: rows tied with the k-th (within float32 rounding of two different products) are equally right.
@@ -31,29 +38,50 @@ TIE_TOLERANCE = 1e-5
 class IndexKind(str, Enum):
     EXACT = "exact"
     HNSW = "hnsw"
+    IVF = "ivf"
 
 
 @dataclass(frozen=True)
 class IndexSettings:
     """When search becomes approximate, and how the graph is built and searched."""
 
-    #: Galleries of more vectors than this get an HNSW graph (the threshold LocalEngine has used).
+    #: Galleries of more vectors than this get an approximate index (the threshold LocalEngine has used).
     approximate_above: int = 500_000
+    #: Which approximate index: HNSW or IVF.
+    approximate: IndexKind = IndexKind.HNSW
     #: HNSW links per vector (faiss ``M``): more is better recall, more memory and a slower build.
     hnsw_neighbours: int = 32
     #: Candidate list while building (faiss ``efConstruction``; faiss's default).
     hnsw_ef_construction: int = 40
     #: Candidate list while searching (faiss ``efSearch``): recall against speed.
     hnsw_ef_search: int = 256
+    #: IVF cells (None: 4 x sqrt(N), the usual rule) and cells searched per query.
+    ivf_lists: int | None = None
+    ivf_probe: int = 64
+    #: IVF k-means is trained on a seeded sample of this many vectors per cell (faiss wants >= 39).
+    ivf_train_per_list: int = 40
     #: Vectors normalised and added per block (bounded memory for a memory-mapped gallery).
     block_rows: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.approximate is IndexKind.EXACT:
+            raise ValueError("approximate must be IndexKind.HNSW or IndexKind.IVF")
 
     def kind_for(self, size: int) -> IndexKind:
         """
         >>> IndexSettings(approximate_above=100).kind_for(100), IndexSettings(approximate_above=100).kind_for(101)
         (<IndexKind.EXACT: 'exact'>, <IndexKind.HNSW: 'hnsw'>)
         """
-        return IndexKind.HNSW if size > self.approximate_above else IndexKind.EXACT
+        return self.approximate if size > self.approximate_above else IndexKind.EXACT
+
+    def lists_for(self, size: int) -> int:
+        """IVF cells for ``size`` vectors: never more than the vectors can train.
+
+        >>> IndexSettings().lists_for(1_000_000), IndexSettings().lists_for(100)
+        (4000, 2)
+        """
+        wanted = self.ivf_lists or int(round(4 * math.sqrt(size)))
+        return max(1, min(wanted, size // self.ivf_train_per_list))
 
 
 @dataclass(frozen=True)
@@ -126,16 +154,26 @@ class GalleryIndex:
 
         if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
             raise ValueError(f"a gallery index needs an [N, D] array with N, D >= 1, got shape {vectors.shape}")
-        dim = int(vectors.shape[1])
-        kind = settings.kind_for(int(vectors.shape[0]))
+        size, dim = (int(v) for v in vectors.shape)
+        kind = settings.kind_for(size)
         if kind is IndexKind.HNSW:
             index = faiss.IndexHNSWFlat(dim, settings.hnsw_neighbours, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = settings.hnsw_ef_construction
             index.hnsw.efSearch = settings.hnsw_ef_search
+        elif kind is IndexKind.IVF:
+            lists = settings.lists_for(size)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = 0  # faiss's k-means is seeded too: the same gallery gives the same cells
+            sample = np.random.default_rng(0).choice(size, size=min(size, lists * settings.ivf_train_per_list), replace=False)
+            index.train(normalized(take_rows(vectors, np.sort(sample))))
+            index.nprobe = min(settings.ivf_probe, lists)
         else:
             index = faiss.IndexFlatIP(dim)
         for _, block in row_blocks(vectors, settings.block_rows, on_rows=on_rows):
             index.add(normalized(block))
+        if kind is IndexKind.IVF:
+            # Vectors are stored by cell; a map row -> (cell, offset) lets exact search read them back.
+            index.make_direct_map()
         return cls(index, kind, settings)
 
     @property
@@ -172,16 +210,20 @@ class GalleryIndex:
 
         Memory: one block of vectors and a [Q, block] score matrix at a time.
         """
+        import faiss
+
         queries = self._queries(queries, k)
         n_queries = len(queries)
         best_scores = np.full((n_queries, 0), -np.inf, np.float32)
         best_rows = np.zeros((n_queries, 0), np.int64)
         for start in range(0, self.size, self.settings.block_rows):
             count = min(self.settings.block_rows, self.size - start)
-            scores = queries @ self._index.reconstruct_n(start, count).T
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if count > k else np.argsort(-scores, axis=1)
-            merged_scores = np.concatenate((best_scores, np.take_along_axis(scores, top, axis=1)), axis=1)
-            merged_rows = np.concatenate((best_rows, top + start), axis=1)
+            # faiss.knn: brute force, one BLAS product and a heap per query (no index involved).
+            scores, top = faiss.knn(
+                queries, self._index.reconstruct_n(start, count), min(k, count), metric=faiss.METRIC_INNER_PRODUCT
+            )
+            merged_scores = np.concatenate((best_scores, scores), axis=1)
+            merged_rows = np.concatenate((best_rows, top.astype(np.int64) + start), axis=1)
             order = np.lexsort((merged_rows, -merged_scores), axis=1)[:, :k]
             best_scores = np.take_along_axis(merged_scores, order, axis=1)
             best_rows = np.take_along_axis(merged_rows, order, axis=1)
