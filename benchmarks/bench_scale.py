@@ -311,7 +311,7 @@ def main() -> None:
         }
     result = {
         "benchmark": "scale",
-        "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/bench_scale.py", *sys.argv[1:]]),
         "load": "shared with other jobs",
         "load_average_1min": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
         "page_cache": "warm: each database is measured right after it is written",

@@ -224,3 +224,23 @@ def test_conversion_is_a_phase_of_its_own(tmp_path: Path, monkeypatch: pytest.Mo
 
     database.load_vectors(path, progress=progress)
     assert phases == {f"convert {path} to float32": 500, f"check the rows of {path}": 500}
+
+
+# --------------------------------------------------------------------------- the README's precision table
+
+
+def test_readme_precision_table_is_what_wilson_interval_gives() -> None:
+    from fvr_audit.metrics.topk import wilson_interval
+
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text.split("<!-- precision-table:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    header, rows = table[0], table[2:]
+    shares = [float(cell.split("=")[1]) for cell in header.strip("|").split("|")[1:]]
+    assert shares == [0.1, 0.5, 0.9]
+    assert [int(row.split("|")[1]) for row in rows] == [20, 50, 100, 200, 500, 1000, 2000]
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        targets = int(cells[0])
+        for share, cell in zip(shares, cells[1:], strict=True):
+            low, high = wilson_interval(share * targets, targets)
+            assert cell == f"{high - low:.3f} ({low:.3f}-{high:.3f})", (targets, share)

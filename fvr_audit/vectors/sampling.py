@@ -11,6 +11,9 @@ without a pass per chosen identity:
   read all N labels ``sample`` times (hours for 1,000 targets among 10 million rows).
 * :func:`counts_in`, the vectors each row's identity has in a gallery (which rows can be targets),
   vectorised rather than a Python loop over N labels.
+
+Read the drawn rows with :func:`fvr_audit.vectors.npyfile.take_rows`: indexing a memory map with
+scattered rows maps far more of the file than the rows themselves.
 """
 
 from __future__ import annotations
