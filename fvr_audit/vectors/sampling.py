@@ -7,8 +7,9 @@ without a pass per chosen identity:
   Memory: one permutation of the row indices, 8 bytes per row (80 MB for 10 million rows).
 * :func:`one_row_per_identity`, for a labelled one: ``sample`` identities uniformly at random,
   then one row of each. The identities are grouped once (a sort of the labels), so the cost is
-  O(N log N) whatever ``sample`` is; comparing every label with each chosen identity in turn would
-  read all N labels ``sample`` times (hours for 1,000 targets among 10 million rows).
+  O(N log N) whatever ``sample`` is; comparing every label with each chosen identity in turn reads
+  all N labels once per target (measured on 2 shared cores, 1e6 rows of 200,000 identities, 100
+  targets: 12.6 s that way, 3.8 s grouped; 1,000 targets among 1e7 rows would take some 20 minutes).
 * :func:`counts_in`, the vectors each row's identity has in a gallery (which rows can be targets),
   vectorised rather than a Python loop over N labels.
 
