@@ -86,7 +86,7 @@ class IndexSettings:
         >>> IndexSettings().lists_for(1_000_000), IndexSettings().lists_for(100)
         (4000, 2)
         """
-        wanted = self.ivf_lists or int(round(4 * math.sqrt(size)))
+        wanted = self.ivf_lists or round(4 * math.sqrt(size))
         return max(1, min(wanted, size // self.ivf_train_per_list))
 
 
