@@ -214,7 +214,7 @@ def _metadata_warnings(
 def _phase(progress: ProgressFactory | None, description: str, data: np.ndarray) -> Callable[[int], None] | None:
     """A progress phase counted in rows for a pass over ``data``, when it is large enough to show one.
 
-    The phase is started only when the pass begins (``on_rows`` is first called), so a pass that is
+    The phase starts with the pass's first chunk (the first ``on_rows`` call), so a pass that is
     skipped (native float32 needs no conversion) prints nothing.
     """
     if progress is None or data.nbytes < PROGRESS_FROM_BYTES:
