@@ -36,6 +36,8 @@ from fvr_audit.metrics.topk import (
     wilson_interval,
 )
 from fvr_audit.vectors import VectorDatabase
+from fvr_audit.vectors.checks import row_blocks
+from fvr_audit.vectors.npyfile import take_rows
 
 #: Rows per block when the database is compared with the reconstructions.
 BLOCK_ROWS = 1 << 16
@@ -77,7 +79,7 @@ def measure_against_database(
     engine = system_engine_name(extractor)
     rows = np.asarray(rows, dtype=np.int64)
     n = db.n
-    targets = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+    targets = l2_normalize(take_rows(db.vectors, rows))
     impostors, impostor_rule = _impostor_scores(db, seed)
     threshold = threshold_at_fmr(impostors, fmr)
     records: list[Record] = []
@@ -126,9 +128,9 @@ def measure_against_database(
 def _rows_above(db: VectorDatabase, embedded: np.ndarray, own: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per target, the rows other than its own that score at least as high as its own row."""
     counts = np.zeros(len(rows), np.int64)
-    for lo in range(0, db.n, BLOCK_ROWS):
-        hi = min(db.n, lo + BLOCK_ROWS)
-        block = l2_normalize(np.asarray(db.vectors[lo:hi], dtype=np.float32))
+    for lo, stored in row_blocks(db.vectors, BLOCK_ROWS):  # a memory-mapped file is never resident whole
+        hi = lo + len(stored)
+        block = l2_normalize(np.asarray(stored, dtype=np.float32))
         scores = embedded @ block.T
         inside = (rows >= lo) & (rows < hi)
         scores[np.flatnonzero(inside), rows[inside] - lo] = -np.inf  # the own row is not its own rival
@@ -141,8 +143,9 @@ def _impostor_scores(db: VectorDatabase, seed: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng([seed, 0x51])
     probes = np.sort(rng.choice(db.n, size=min(IMPOSTOR_PROBES, db.n), replace=False))
     others = np.sort(rng.choice(db.n, size=min(max(1, IMPOSTOR_PAIRS // len(probes)), db.n), replace=False))
-    a = l2_normalize(np.asarray(db.vectors[probes], dtype=np.float32))
-    b = l2_normalize(np.asarray(db.vectors[others], dtype=np.float32))
+    # Scattered rows are read, not faulted in through the memory map (which would map gigabytes).
+    a = l2_normalize(take_rows(db.vectors, probes))
+    b = l2_normalize(take_rows(db.vectors, others))
     scores = a @ b.T
     valid = probes[:, None] != others[None, :]
     if db.has_labels:

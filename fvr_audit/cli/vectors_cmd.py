@@ -1,8 +1,9 @@
 """``fvr-audit vectors ...`` commands.
 
 ``vectors inspect`` prints its table on stdout: the table is the command's result (pipe it,
-page it). With ``--json`` stdout holds only the JSON object. Errors always go to stderr as one
-``error: ...`` line, with exit code 2 for a file that cannot be used.
+page it). With ``--json`` stdout holds only the JSON object. Progress of the checks of a large
+database (a bar in a terminal, plain timed lines in a log) goes to stderr, like every command's.
+Errors always go to stderr as one ``error: ...`` line, with exit code 2 for a file that cannot be used.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 
 from fvr_audit.cli.common import handle_errors
 from fvr_audit.cli.console import TextTable, print_table, stdout_console
+from fvr_audit.cli.progress import progress_reporter
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -41,6 +43,9 @@ def inspect_command(
         bool,
         typer.Option("--allow-duplicates", help="Report duplicated rows as a warning instead of failing."),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress (shown only for large databases, on stderr).")
+    ] = False,
 ) -> None:
     """Summarise a feature-vector database: size, storage, norms, identities, duplicates.
 
@@ -50,7 +55,10 @@ def inspect_command(
     from fvr_audit.vectors.database import load_vectors
     from fvr_audit.vectors.inspect import summarize, summary_rows
 
-    db = load_vectors(file, expected_dim=expected_dim, allow_duplicates=allow_duplicates)
+    with progress_reporter(quiet=quiet) as progress:
+        db = load_vectors(
+            file, expected_dim=expected_dim, allow_duplicates=allow_duplicates, progress=progress.phase
+        )
     summary = summarize(db)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))

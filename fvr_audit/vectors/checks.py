@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import mmap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from fvr_audit.errors import InputError
+from fvr_audit.vectors.npyfile import take_rows
 
 #: Bytes of float32 data handled per chunk by the row checks. Each chunk is read twice (norms,
 #: then hashes) and the hasher's buffers are as big: at 1 MiB they stay in cache, which measured
@@ -321,7 +323,9 @@ def _rows_equal(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, batch:
     equal = np.empty(left.size, bool)
     for start in range(0, left.size, batch):
         stop = start + batch
-        equal[start:stop] = np.all(vectors[left[start:stop]] == vectors[right[start:stop]], axis=1)
+        equal[start:stop] = np.all(
+            take_rows(vectors, left[start:stop]) == take_rows(vectors, right[start:stop]), axis=1
+        )
     return equal
 
 
@@ -393,6 +397,31 @@ def _release_pages(vectors: np.ndarray, start: int, stop: int) -> None:
         mapping.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
 
+def row_blocks(
+    vectors: np.ndarray, rows_per_block: int, *, on_rows: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, block)`` for consecutive blocks of ``rows_per_block`` rows: the one way to pass
+    over a whole database.
+
+    Once the caller asks for the next block, the previous block's pages are released from a
+    memory map (:func:`_release_pages`), so a pass over a 5 GB file never leaves it resident
+    whole, and ``on_rows(count)`` reports the rows done. A caller must not keep a block beyond
+    its iteration (it would still read correctly, from the file, but count again as resident).
+
+    >>> [(start, block.tolist()) for start, block in row_blocks(np.arange(5.0).reshape(5, 1), 2)]
+    [(0, [[0.0], [1.0]]), (2, [[2.0], [3.0]]), (4, [[4.0]])]
+    """
+    if rows_per_block < 1:
+        raise ValueError(f"rows_per_block must be positive, got {rows_per_block}")
+    n_rows = vectors.shape[0]
+    for start in range(0, n_rows, rows_per_block):
+        stop = min(n_rows, start + rows_per_block)
+        yield start, vectors[start:stop]
+        _release_pages(vectors, start, stop)
+        if on_rows is not None:
+            on_rows(stop - start)
+
+
 def chunk_rows(dim: int, chunk_bytes: int | None = None) -> int:
     """Rows per chunk for ``dim``-dimensional float32 vectors (``chunk_bytes`` defaults to :data:`CHUNK_BYTES`).
 
@@ -403,9 +432,15 @@ def chunk_rows(dim: int, chunk_bytes: int | None = None) -> int:
 
 
 def scan_rows(
-    vectors: np.ndarray, *, chunk_bytes: int | None = None, unit_tolerance: float = UNIT_NORM_TOLERANCE
+    vectors: np.ndarray,
+    *,
+    chunk_bytes: int | None = None,
+    unit_tolerance: float = UNIT_NORM_TOLERANCE,
+    on_rows: Callable[[int], None] | None = None,
 ) -> RowScan:
     """One chunked pass over float32 ``vectors``: NaN/Inf rows, zero rows, duplicates and norms.
+
+    ``on_rows(count)`` is called after each chunk with the rows it held (a progress bar).
 
     Memory: the hasher's two chunk-sized buffers, plus about 50 bytes per row (squared norm,
     hash, and the sort that finds duplicates): some 50 MB for a million rows, whatever D.
@@ -420,12 +455,10 @@ def scan_rows(
     sq_norms = np.empty(n_rows, np.float64)
     hashes = np.empty(n_rows, np.uint64)
     hasher = RowHasher(min(step, n_rows), dim)
-    for start in range(0, n_rows, step):
-        stop = min(n_rows, start + step)
-        chunk = vectors[start:stop]
+    for start, chunk in row_blocks(vectors, step, on_rows=on_rows):
+        stop = start + chunk.shape[0]
         sq_norms[start:stop] = row_sq_norms(chunk)
         hashes[start:stop] = hasher(chunk)
-        _release_pages(vectors, start, stop)
 
     finite = np.isfinite(sq_norms)
     norms = None
@@ -493,8 +526,15 @@ def check_scan(scan: RowScan, where: str, *, allow_duplicates: bool = False) -> 
     return []
 
 
-def to_float32(vectors: np.ndarray, where: str, *, chunk_bytes: int | None = None) -> np.ndarray:
-    """``vectors`` itself when already native float32, else a read-only float32 copy made chunk by chunk.
+def to_float32(
+    vectors: np.ndarray,
+    where: str,
+    *,
+    chunk_bytes: int | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``vectors`` itself when already native float32, else a read-only float32 copy made chunk by chunk
+    (``on_rows`` as for :func:`scan_rows`; not called when nothing is converted).
 
     A float64 value beyond the float32 range would silently become Inf: that is an error.
 
@@ -509,14 +549,12 @@ def to_float32(vectors: np.ndarray, where: str, *, chunk_bytes: int | None = Non
     out = np.empty(vectors.shape, np.float32)
     overflow = np.zeros(vectors.shape[0], bool)
     step = chunk_rows(vectors.shape[1], chunk_bytes)
-    for start in range(0, vectors.shape[0], step):
-        source = vectors[start : start + step]
+    for start, source in row_blocks(vectors, step, on_rows=on_rows):
+        stop = start + source.shape[0]
         with np.errstate(over="ignore"):
-            out[start : start + step] = source
-        converted = out[start : start + step]
+            out[start:stop] = source
         if vectors.dtype.itemsize > 4:
-            overflow[start : start + step] = np.any(np.isinf(converted) & np.isfinite(source), axis=1)
-        _release_pages(vectors, start, min(start + step, vectors.shape[0]))
+            overflow[start:stop] = np.any(np.isinf(out[start:stop]) & np.isfinite(source), axis=1)
     found = RowFinding.of(overflow)
     if found.count:
         raise InputError(
