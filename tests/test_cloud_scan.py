@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cloud_engines import PEOPLE, gallery, offline_credentials, recognizer  # noqa: E402,F401
+from test_cloud_engines import PEOPLE, gallery, offline_credentials, recognizer  # noqa: E402,F401,F811
 
 from fvr_audit.audit import galleries  # noqa: E402
 from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan  # noqa: E402

@@ -24,6 +24,9 @@ from fvr_audit.engines.registry import create_engine, is_cloud_engine
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.vectors import VectorDatabase, load_vectors
+from fvr_audit.vectors.checks import chunk_rows, row_blocks
+from fvr_audit.vectors.npyfile import take_rows
+from fvr_audit.vectors.sampling import counts_in, one_row_per_identity
 
 
 @dataclass
@@ -206,10 +209,10 @@ def _rows_by_content(db: VectorDatabase, photos: np.ndarray, scores_per_chunk: i
     photos = l2_normalize(np.asarray(photos, np.float32))
     best = np.full(len(photos), -np.inf, np.float32)
     rows = np.full(len(photos), -1, np.int64)
-    # chunked (128 MB of scores at a time): a database may hold millions of rows
-    chunk = max(1, scores_per_chunk // max(1, len(photos)))
-    for lo in range(0, db.n, chunk):
-        block = l2_normalize(np.asarray(db.vectors[lo : lo + chunk], np.float32))
+    # chunked (128 MB of scores, 64 MB of rows at a time): a database may hold millions of rows
+    chunk = max(1, min(scores_per_chunk // max(1, len(photos)), chunk_rows(db.dim, 64 << 20)))
+    for lo, stored in row_blocks(db.vectors, chunk):
+        block = l2_normalize(np.asarray(stored, np.float32))
         scores = photos @ block.T
         if scores.size == 0:
             continue
@@ -236,9 +239,7 @@ def sample_targets(db: VectorDatabase, engines: list[EngineGallery], settings: S
     labels = np.asarray(db.labels).astype(str)
     eligible = np.ones(db.n, bool)
     for state in engines:
-        names, counts = np.unique(state.gallery.labels, return_counts=True)
-        count_of = dict(zip(names.tolist(), counts.tolist()))
-        in_gallery = np.array([count_of.get(label, 0) for label in labels])
+        in_gallery = counts_in(labels, state.gallery.labels)
         own = np.zeros(db.n, int)
         if state.row_ids is not None:
             matched = state.row_ids[state.row_ids >= 0]
@@ -260,12 +261,7 @@ def sample_targets(db: VectorDatabase, engines: list[EngineGallery], settings: S
                 "some engine's gallery, other than its own"
             )
         return rows
-    rng = np.random.default_rng(settings.seed)
-    candidates = np.flatnonzero(eligible)
-    identities = np.unique(labels[candidates])
-    chosen = rng.permutation(identities)[: settings.sample]
-    rows = [int(rng.choice(candidates[labels[candidates] == name])) for name in chosen]
-    return np.array(sorted(rows), dtype=np.int64)
+    return one_row_per_identity(labels, eligible, settings.sample, settings.seed)
 
 
 def hold_out_targets(state: EngineGallery, db: VectorDatabase, rows: np.ndarray) -> None:
@@ -286,7 +282,7 @@ def original_vectors(state: EngineGallery, db, rows, sources: GallerySources) ->
     """The targets' own photos as seen by a local engine, if they can be had."""
     assert isinstance(state.engine, ScoresEveryIdentity)
     if state.is_f:
-        return np.asarray(db.vectors[rows], dtype=np.float32)  # F(original) is the stored vector
+        return take_rows(db.vectors, rows)  # F(original) is the stored vector
     file = sources.originals.get(state.engine.name) or sources.originals.get(state.spec)
     if file is not None:
         originals = load_vectors(file, expected_dim=state.engine.info.dim, allow_duplicates=True)

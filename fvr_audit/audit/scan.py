@@ -31,6 +31,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, WhiteBox, l2_normalize
 from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 from fvr_audit.vectors import VectorDatabase, load_vectors
+from fvr_audit.vectors.npyfile import take_rows
 
 __all__ = ["GallerySources", "PARAMETRIC_METHODS", "ScanOutput", "ScanSettings", "check_settings", "run_scan"]
 
@@ -78,7 +79,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
 
     # Inputs, and the attacks they allow.
     queries_at_start = extractor.queries_used  # before anything reads F's dimension (an endpoint probes for it)
-    db = _load_database(database, extractor, settings)
+    db = _load_database(database, extractor, settings, progress)
     labelled = db.has_labels
     if not labelled:
         targets.check_unlabelled(db, sources)
@@ -113,7 +114,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     timings["galleries_seconds"] = time.perf_counter() - mark
 
     # Reconstruct.
-    target_vectors = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+    target_vectors = l2_normalize(take_rows(db.vectors, rows))
     reconstructions, methods = attacks.reconstruct_all(reconstructors, target_vectors, extractor, settings.seed, progress, timings)
 
     # Re-identify and measure, engine by engine.
@@ -168,9 +169,9 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     return ScanOutput(results, reconstructions, galleries.original_images(db, rows, sources))
 
 
-def _load_database(database, extractor: Extractor, settings: ScanSettings) -> VectorDatabase:
+def _load_database(database, extractor: Extractor, settings: ScanSettings, progress) -> VectorDatabase:
     db = database if isinstance(database, VectorDatabase) else load_vectors(
-        database, expected_dim=extractor.dim, allow_duplicates=settings.allow_duplicates
+        database, expected_dim=extractor.dim, allow_duplicates=settings.allow_duplicates, progress=progress
     )
     if db.dim != extractor.dim:
         raise InputError(

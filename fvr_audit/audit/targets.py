@@ -7,6 +7,7 @@ import numpy as np
 from fvr_audit.audit.settings import GallerySources, ScanSettings
 from fvr_audit.errors import InputError
 from fvr_audit.vectors import VectorDatabase
+from fvr_audit.vectors import sampling
 
 UNLABELLED_NOTE = (
     "the database has no labels: measured what the leaked vectors alone allow, in the deployed system's own "
@@ -37,8 +38,7 @@ def sample_rows(db: VectorDatabase, settings: ScanSettings) -> np.ndarray:
     identity is eligible, so labelling such a database does not change its targets."""
     if settings.rows is not None:
         return given_rows(db, settings)
-    rng = np.random.default_rng(settings.seed)
-    return np.sort(rng.permutation(db.n)[: settings.sample]).astype(np.int64)
+    return sampling.sample_rows(db.n, settings.sample, settings.seed)
 
 
 def given_rows(db: VectorDatabase, settings: ScanSettings) -> np.ndarray:

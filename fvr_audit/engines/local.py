@@ -7,11 +7,10 @@ import numpy as np
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, IdentityHits, ScoresEveryIdentity
 from fvr_audit.errors import InputError
+from fvr_audit.engines.index import GalleryIndex, IndexSettings
 from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.vectors.npyfile import take_rows
 
-#: Above this many gallery vectors, top-K search uses an HNSW graph instead of exact search
-#: (benchmarks/bench_engine_search.py measures where exact search stops being fast enough).
-APPROXIMATE_ABOVE = 500_000
 #: Queries x gallery scores are computed in blocks of this many gallery rows (bounded memory).
 SCORE_BLOCK_ROWS = 65_536
 
@@ -19,8 +18,11 @@ SCORE_BLOCK_ROWS = 65_536
 class LocalEngine(ScoresEveryIdentity):
     """F' = an extractor run locally; identity score = best cosine over the identity's vectors."""
 
-    def __init__(self, extractor: Extractor, *, threshold: float | None = None, threshold_source: str = "") -> None:
+    def __init__(self, extractor: Extractor, *, threshold: float | None = None, threshold_source: str = "",
+                 index_settings: IndexSettings = IndexSettings()) -> None:
         self._extractor = extractor
+        #: Top-K search: exact below the size where approximate search pays (benchmarks/bench_scale.py).
+        self.index_settings = index_settings
         self.threshold = threshold
         self.threshold_source = threshold_source if threshold is not None else ""
         self._gallery: Gallery | None = None
@@ -68,24 +70,27 @@ class LocalEngine(ScoresEveryIdentity):
     def enroll(self, gallery: Gallery) -> None:
         if gallery.vectors is None:
             raise InputError(f"{gallery.source}: {self.name} enrolls vectors, and this gallery has none")
-        vectors = np.asarray(gallery.vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.extractor.dim:
+        shape = np.shape(gallery.vectors)
+        if len(shape) != 2 or shape[1] != self.extractor.dim:
             raise InputError(
-                f"{gallery.source}: gallery vectors have shape {vectors.shape}, but {self.name} "
+                f"{gallery.source}: gallery vectors have shape {shape}, but {self.name} "
                 f"produces {self.extractor.dim}-dimensional vectors"
             )
         identities, identity_of_row = np.unique(np.asarray(gallery.labels).astype(str), return_inverse=True)
-        # Rows sorted by identity: per-identity maxima become contiguous reductions (reduceat).
-        order = np.argsort(identity_of_row, kind="stable")
-        vectors, identity_of_row = vectors[order], identity_of_row[order]
-        paths = None if gallery.paths is None else np.asarray(gallery.paths)[order]
-        labels = np.asarray(gallery.labels)[order]
         if len(identities) < 2:
             raise InputError(
                 f"{gallery.source}: the gallery holds {len(identities)} identity; re-identification "
                 "needs at least 2 enrolled identities"
             )
-        self._gallery = Gallery(l2_normalize(vectors), labels, gallery.source, paths, gallery.photos_root)
+        # Rows sorted by identity: per-identity maxima become contiguous reductions (reduceat).
+        order = np.argsort(identity_of_row, kind="stable")
+        # One copy (read row by row from a memory map), normalised in place: a large gallery is not copied twice.
+        vectors = np.asarray(take_rows(gallery.vectors, order), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        identity_of_row = identity_of_row[order]
+        paths = None if gallery.paths is None else np.asarray(gallery.paths)[order]
+        labels = np.asarray(gallery.labels)[order]
+        self._gallery = Gallery(vectors, labels, gallery.source, paths, gallery.photos_root)
         self._identities = identities
         self._identity_of_row = identity_of_row
         self._index = None
@@ -115,14 +120,14 @@ class LocalEngine(ScoresEveryIdentity):
         return self.search_vectors(self.embed(crops), k)
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[IdentityHits]:
-        """Top-k identities per query via faiss (exact, or HNSW for very large galleries)."""
+        """Top-k identities per query through the gallery index (exact below ``index_settings.approximate_above`` vectors)."""
         if k > len(self.identities):
             raise InputError(f"K = {k} exceeds the {len(self.identities)} identities enrolled in {self.name}")
         queries = l2_normalize(np.asarray(queries, dtype=np.float32))
         # Fetch more rows than K: several rows may belong to one identity.
         rows = min(len(self.gallery.vectors), max(4 * k, k + 32))
         while True:
-            scores, indices = self._faiss().search(queries, rows)
+            scores, indices = self._search_index().search(queries, rows)
             hits = [self._dedupe(s, i, k) for s, i in zip(scores, indices)]
             if all(len(h.labels) >= k for h in hits) or rows >= len(self.gallery.vectors):
                 break
@@ -150,20 +155,10 @@ class LocalEngine(ScoresEveryIdentity):
         keep = [i for i, s in enumerate(hits.scores) if s >= self.threshold]
         return IdentityHits(tuple(hits.labels[i] for i in keep), tuple(hits.scores[i] for i in keep))
 
-    def _faiss(self):
+    def _search_index(self) -> GalleryIndex:
         if self._index is None:
-            import faiss
-
-            vectors = self.gallery.vectors
-            if len(vectors) > APPROXIMATE_ABOVE:
-                index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efSearch = 256
-            else:
-                index = faiss.IndexFlatIP(vectors.shape[1])
-            index.add(np.ascontiguousarray(vectors))
-            self._index = index
+            self._index = GalleryIndex.build(self.gallery.vectors, self.index_settings)
         return self._index
-
 
 def _computes_the_same(a: Extractor, b: Extractor) -> bool:
     """Whether two local models give the same vectors on the tool's own faces."""
