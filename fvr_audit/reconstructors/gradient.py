@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.errors import InputError
@@ -89,6 +90,12 @@ class GradientSettings:
     plateau_tol: float = 0.002
     #: Stop a target once its (smoothed) similarity reaches this.
     target_similarity: float | None = None
+    #: Second chances: a target whose final similarity to F is below ``restart_below`` (a start that
+    #: led nowhere: outcomes are bimodal, most targets end near 0.97) is optimised again from the
+    #: best of ``restart_candidates`` random faces of the eigen prior, and the better result kept.
+    restarts: int = 1
+    restart_below: float = 0.8
+    restart_candidates: int = 8
     #: Eigenfaces used (None: all).
     components: int | None = None
     #: Targets optimised in one batch (the runner's chunks are split into these).
@@ -214,6 +221,7 @@ class GradientReconstructor(Reconstructor):
             "nd,nd->n", extractor.embed(crop_from_canonical(images_all, extractor.geometry)), targets
         ).astype(np.float32)
         queries = np.concatenate(steps).astype(np.int64) * self.settings.samples + 1 if steps else np.zeros(0, np.int64)
+        restarted = self._restart_weak(targets, seeds, extractor, forward, surrogates, images_all, similarity, queries)
         return ReconstructionResult(
             images=images_all,
             similarity=similarity,
@@ -221,8 +229,48 @@ class GradientReconstructor(Reconstructor):
             seconds=time.perf_counter() - start,
             models_used=(extractor.name, self.settings.basis, *(e.name for e, _, _, _ in surrogates),
                          *(note for _, _, _, note in surrogates)),
-            settings={"preset_resolved": asdict(self.settings), "trace": traces},
+            settings={"preset_resolved": asdict(self.settings), "trace": traces, "restarted_targets": restarted},
         )
+
+    def _restart_weak(self, targets, seeds, extractor, forward, surrogates, images, similarity, queries) -> int:
+        """Optimise the targets that ended below ``restart_below`` again from another start; keep the
+        better image. ``images``, ``similarity`` and ``queries`` are updated in place; returns how
+        many targets were restarted."""
+        s = self.settings
+        restarted = 0
+        for attempt in range(s.restarts):
+            weak = np.flatnonzero(similarity < s.restart_below)
+            if weak.size == 0:
+                break
+            restarted += int(weak.size)
+            weak_seeds = [int(seeds[i]) * 1_000_003 + 7919 * (attempt + 1) for i in weak]
+            start = self._best_random_start(targets[weak], weak_seeds, extractor, forward)
+            chunk = [(ext, fwd, mapped[weak]) for ext, fwd, mapped, _ in surrogates]
+            again, used, _ = self._optimise(targets[weak], weak_seeds, extractor, forward, chunk, init_z=start)
+            found = np.einsum(
+                "nd,nd->n", extractor.embed(crop_from_canonical(again, extractor.geometry)), targets[weak]
+            ).astype(np.float32)
+            queries[weak] += used.astype(np.int64) * s.samples + s.restart_candidates + 1
+            better = found > similarity[weak]
+            images[weak[better]] = again[better]
+            similarity[weak[better]] = found[better]
+        return restarted
+
+    def _best_random_start(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward) -> np.ndarray:
+        """Per target, the best of ``restart_candidates`` random eigen-coefficient vectors (one query each)."""
+        basis = self.basis
+        count = self.settings.restart_candidates
+        starts = np.stack([
+            np.random.default_rng([seed, 0x5EED]).normal(0.0, 0.7, size=(count, basis.k)) for seed in seeds
+        ]).astype(np.float32)
+        faces = basis.mean[None] + (starts.reshape(-1, basis.k) * basis.stddev) @ basis.components
+        faces = np.clip(faces, 0, 255).reshape(-1, basis.size, basis.size, 3).astype(np.uint8)
+        canonical = np.stack([
+            np.asarray(Image.fromarray(face).resize((CANONICAL_GEOMETRY.size,) * 2, Image.BILINEAR)) for face in faces
+        ])
+        vectors = extractor.embed(crop_from_canonical(canonical, extractor.geometry)).reshape(len(seeds), count, -1)
+        best = np.einsum("tcd,td->tc", vectors, targets).argmax(axis=1)
+        return starts[np.arange(len(seeds)), best]
 
     def _surrogates(self, extractor: Extractor, targets: np.ndarray) -> list:
         """(surrogate, its torch forward, the targets mapped into its space, a provenance line) each."""
@@ -243,7 +291,8 @@ class GradientReconstructor(Reconstructor):
 
     # ------------------------------------------------------------------------------------------
 
-    def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward, surrogates=()):
+    def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward, surrogates=(),
+                  init_z: np.ndarray | None = None):
         import torch
         import torch.nn.functional as F
 
@@ -263,7 +312,7 @@ class GradientReconstructor(Reconstructor):
         out = extractor.geometry.size
         rngs = [np.random.default_rng([int(x), 0x6AD]) for x in seeds]
 
-        z = torch.zeros(n, k, requires_grad=True)
+        z = (torch.zeros(n, k) if init_z is None else torch.from_numpy(np.asarray(init_z, np.float32))).requires_grad_(True)
         r = torch.zeros(n, 3, rsize, rsize, requires_grad=True) if rsize else None
         params = [(z, s.lr)] + ([(r, s.residual_lr)] if r is not None else [])
         moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in params]
