@@ -141,4 +141,10 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
 
 
 def _engine_words(engine: str) -> str:
-    return engine.split(":", 1)[-1]
+    """A local engine by its model's name; a cloud engine by its full name (``aws:rekognition``).
+
+    >>> _engine_words("local:faceres-1024"), _engine_words("aws:rekognition")
+    ('faceres-1024', 'aws:rekognition')
+    """
+    kind, _, name = engine.partition(":")
+    return name if kind == "local" else engine
