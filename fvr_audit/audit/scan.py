@@ -114,7 +114,10 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
 
     # Reconstruct.
     target_vectors = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
-    reconstructions, methods = attacks.reconstruct_all(reconstructors, target_vectors, extractor, settings.seed, progress, timings)
+    reconstructions, methods = attacks.reconstruct_all(
+        reconstructors, target_vectors, extractor, settings.seed, progress, timings,
+        rows=rows, execution=settings.execution, work_dir=settings.work_dir,
+    )
 
     # Re-identify and measure, engine by engine.
     mark = time.perf_counter()
@@ -148,7 +151,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         database=summaries.database_summary(db),
         extractor={
-            **summaries.extractor_summary(extractor),
+            **summaries.extractor_summary(extractor, remote_queries=int(timings.pop("remote_queries", 0))),
             "queries_by_phase": summaries.queries_by_phase(timings, methods, system_queries),
         },
         settings=summaries.settings_summary(settings, sources, gate_n),

@@ -13,6 +13,7 @@ from pathlib import Path
 from fvr_audit.audit.verdict import check_gate
 from fvr_audit.engines.registry import DEFAULT_ENGINES
 from fvr_audit.errors import InputError
+from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.reconstructors.registry import check_method_settings
 
 #: ``--engine-threshold ENGINE=fmr``: the engine's threshold is set at ``--fmr`` on impostor pairs of its gallery.
@@ -67,6 +68,11 @@ class ScanSettings:
     #: :data:`THRESHOLD_FROM_FMR`. Engines without one return every identity (local) or use
     #: their service default (cloud); below the threshold an engine answers "no match".
     engine_thresholds: Mapping[str, float | str] = field(default_factory=dict)
+    #: ``--executor``/``--workers``: where the attacks' work units run (the figures do not depend on it).
+    execution: ExecutionSettings = ExecutionSettings()
+    #: Where finished units are kept until the scan ends (``-o``/.work), so a rerun resumes; None:
+    #: a temporary folder (nothing to resume).
+    work_dir: Path | None = None
 
 
 def check_settings(settings: ScanSettings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -51,9 +52,12 @@ def register(app: typer.Typer) -> None:
         adapter: Optional[Path] = typer.Option(
             None, "--adapter", help="nbnet/vec2face/naive: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
         ),
+        executor: str = opt.ExecutorOpt,
+        workers: Optional[int] = opt.WorkersOpt,
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct a face from every vector; write one PNG each and reconstructions.json (resumable)."""
+        from fvr_audit.execution import ExecutorKind, open_executor, parse_executor, require_specs
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.outputs import check_writable_folder
         from fvr_audit.reconstructors.runner import build_reconstructor, reconstruct_to_folder
@@ -65,6 +69,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--chunk {chunk}: must be at least 1")
         # Before any work; a non-empty folder is fine here: it is how a run resumes.
         check_writable_folder(output)
+        execution = parse_executor(executor, workers)
         options = extractor_options
         model = get_extractor(extractor, options)
         opt.announce(model)
@@ -102,7 +107,10 @@ def register(app: typer.Typer) -> None:
                 f"{total} of {db.n} vectors -> {attack.name} ({attack.info.access.value}) against {model.name}; "
                 f"output {output}"
             )
-        with progress_reporter(quiet=quiet) as progress:
+        if execution.kind is not ExecutorKind.SERIAL:
+            require_specs(model, [attack], execution)
+        with progress_reporter(quiet=quiet) as progress, ExitStack() as stack:
+            pool = None if execution.kind is ExecutorKind.SERIAL else stack.enter_context(open_executor(execution))
             advance = progress.phase("reconstruct", total)
             run = reconstruct_to_folder(
                 db.vectors,
@@ -115,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 limit=limit,
                 on_progress=advance,
                 source=str(vectors),
+                executor=pool,
             )
             advance.update(completed=total)
         records = [r for r in run.manifest.get("targets", []) if r["index"] < total]
