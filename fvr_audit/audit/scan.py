@@ -28,7 +28,7 @@ from fvr_audit.audit.settings import GallerySources, ScanSettings, check_setting
 from fvr_audit.audit.system_match import measure_against_database
 from fvr_audit.audit.verdict import decide_verdict
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor, WhiteBox, l2_normalize
+from fvr_audit.extractors.base import Extractor, WhiteBox
 from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 from fvr_audit.vectors import VectorDatabase, load_vectors
 
@@ -113,7 +113,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     timings["galleries_seconds"] = time.perf_counter() - mark
 
     # Reconstruct.
-    target_vectors = l2_normalize(np.asarray(db.vectors[rows], dtype=np.float32))
+    target_vectors = np.asarray(db.vectors[rows], dtype=np.float32)  # as stored: the driver normalises, as for reconstruct
     reconstructions, methods = attacks.reconstruct_all(
         reconstructors, target_vectors, extractor, settings.seed, progress, timings,
         rows=rows, execution=settings.execution, work_dir=settings.work_dir,

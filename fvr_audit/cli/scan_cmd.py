@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
         from fvr_audit.audit.scan import GallerySources, ScanSettings, check_settings, run_scan
-        from fvr_audit.execution import parse_executor
+        from fvr_audit.execution import parse_executor, preflight
         from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
         from fvr_audit.io.outputs import check_output_folder, clear_owned
@@ -186,6 +186,7 @@ def register(app: typer.Typer) -> None:
         # A folder holding only a killed scan's finished units is where that scan resumes.
         check_output_folder(output, overwrite=overwrite, resumable=(WORK_DIR,))
         execution = parse_executor(executor, workers)
+        preflight(execution)
         for path in (summary_md, junit):
             if path is not None:
                 check_writable(path)

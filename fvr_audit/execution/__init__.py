@@ -23,6 +23,7 @@ __all__ = [
     "WorkUnit",
     "open_executor",
     "parse_executor",
+    "preflight",
     "require_specs",
 ]
 
@@ -39,3 +40,20 @@ def open_executor(settings: ExecutionSettings, resolve: Resolver | None = None) 
     from fvr_audit.execution.ray_executor import RayExecutor
 
     return RayExecutor(settings)
+
+
+def preflight(settings: ExecutionSettings) -> None:
+    """What can be checked in a second before any work: Ray is installed, a ``ray://`` address
+    answers. The rest (joining, workers making their models) fails when the executor opens."""
+    if settings.kind in (ExecutorKind.SERIAL, ExecutorKind.PROCESSES):
+        return
+    import importlib.util
+
+    from fvr_audit.errors import InputError
+    from fvr_audit.execution.ray_executor import check_reachable
+
+    if importlib.util.find_spec("ray") is None:
+        raise InputError(f"--executor {settings.address or settings.kind.value}: Ray is not installed; "
+                         "pip install 'fvr-audit[ray]'")
+    if settings.address:
+        check_reachable(settings.address)

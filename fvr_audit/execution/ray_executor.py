@@ -30,7 +30,7 @@ def _one_line(error: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "") or type(error).__name__
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """A wrong ``ray://`` address fails here in seconds (Ray's client retries for about a minute)."""
     host, _, port = address[len(RAY_CLIENT_PREFIX):].rpartition(":")
     try:
@@ -68,7 +68,7 @@ class RayExecutor(Executor):
         else:
             self.address = settings.address  # None: a local runtime
         if self.address and self.address.startswith(RAY_CLIENT_PREFIX):
-            _check_reachable(self.address)
+            check_reachable(self.address)
         quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         try:
             if ray.is_initialized():
@@ -94,10 +94,16 @@ class RayExecutor(Executor):
         ray = self._ray
         pending = {}
         try:
-            for unit in units:
-                pending[self._task.remote(unit)] = unit
+            try:
+                for unit in units:
+                    pending[self._task.remote(unit)] = unit
+            except Exception as error:
+                raise self._lost(error) from None
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                try:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                except Exception as error:
+                    raise self._lost(error) from None
                 for ref in done:
                     unit = pending.pop(ref)
                     yield self._result(ref, unit)
@@ -123,7 +129,13 @@ class RayExecutor(Executor):
                 "or killed?); rerun to resume from the finished units"
             ) from None
         except Exception as error:  # the cluster went away, a node was lost for good...
-            raise RemoteError(f"Ray cluster {self.address or '(local runtime)'} failed: {_one_line(error)}") from None
+            raise self._lost(error) from None
+
+    def _lost(self, error: BaseException) -> RemoteError:
+        return RemoteError(
+            f"Ray cluster {self.address or '(local runtime)'} failed: {_one_line(error)}; "
+            "rerun to resume from the finished units"
+        )
 
     def close(self) -> None:
         if self._started_here:

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor
+from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
 from fvr_audit.io.outputs import private_mkdir
 from fvr_audit.execution import Executor, SerialExecutor, WorkUnit
@@ -277,7 +277,8 @@ def plan_units(wanted, chunk, records, vectors, position, seed, extractor, recon
             method=reconstructor.origin,
             extractor=spec_of(extractor),
             rows=rows,
-            vectors=np.ascontiguousarray(np.asarray(vectors[[position[row] for row in rows]], dtype=np.float32)),
+            # normalised here, once for every caller: scan and reconstruct hand over the same bits
+            vectors=l2_normalize(np.ascontiguousarray(vectors[[position[row] for row in rows]], dtype=np.float32)),
             seeds=tuple(target_seed(seed, row) for row in rows),
             threads=threads,
             crash_marker=marker if lo // chunk == 1 else None,
