@@ -30,7 +30,7 @@ runner = CliRunner()
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'fvr-audit[ray]')")
 
 #: Tiny attacks: the point is the plumbing, not the faces.
-TINY = ["--set", "eigenfaces.iterations=2", "--set", "eigenfaces.batch=16", "--set", "gradient.iterations=3"]
+TINY = {"eigenfaces": ["eigenfaces.iterations=2", "eigenfaces.batch=16"], "gradient": ["gradient.iterations=3"]}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,10 @@ def database(tmp_path_factory):
 
 
 def scan(database: Path, out: Path, *extra: str, methods: str = "eigenfaces,gradient", sample: int = 10):
+    tiny = [flag for method in methods.split(",") if method for value in TINY[method] for flag in ("--set", value)]
     result = runner.invoke(app, [
         "scan", str(database / "db.npz"), "-o", str(out), "--engine", "local:dlib-resnet128", "--methods", methods,
-        "--sample", str(sample), "--n", "50,100", "--draws", "2", "--no-pdf", "--quiet", *TINY, *extra,
+        "--sample", str(sample), "--n", "50,100", "--draws", "2", "--no-pdf", "--quiet", *tiny, *extra,
     ])
     return result
 

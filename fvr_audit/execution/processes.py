@@ -39,23 +39,31 @@ class ProcessExecutor(Executor):
         pool = self._pool or self._fresh_pool()
         running: dict[Future, WorkUnit] = {}
         while waiting or running:
+            broken = False
             while waiting and len(running) < self.workers:
+                try:
+                    future = pool.submit(run_unit, waiting[0])
+                except BrokenProcessPool:  # a worker died since the last look
+                    broken = True
+                    break
                 unit = waiting.pop(0)
                 attempts[unit.number] += 1
-                running[pool.submit(run_unit, unit)] = unit
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            broken = []
-            for future in done:
-                unit = running.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    broken.append(unit)
-                    continue
-                yield result
+                running[future] = unit
+            lost: list[WorkUnit] = []
+            if not broken:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    unit = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        lost.append(unit)
+                        broken = True
+                        continue
+                    yield result
             if broken:
                 # The pool is unusable once one worker died: every unit in flight goes back.
-                lost = broken + list(running.values())
+                lost += list(running.values())
                 running.clear()
                 for unit in lost:
                     if attempts[unit.number] >= MAX_ATTEMPTS:
