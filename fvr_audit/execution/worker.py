@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,16 +50,20 @@ def compute_threads(threads: int) -> Iterator[None]:
     come back after. Both split some reductions by thread count, so the floats (and the PNGs) are
     the same wherever a unit runs only if the count is: a Ray worker starts with 1
     (OMP_NUM_THREADS=1), this process with one per core."""
-    import torch
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    # torch only when already loaded: attacks that use it load it when they check F (supports()),
+    # and the parametric attacks must run on onnxruntime alone, never importing it.
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):
             yield
     finally:
-        torch.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(before)
 
 
 def worker_name() -> str:
