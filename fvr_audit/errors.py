@@ -18,7 +18,7 @@ class ExitCode(IntEnum):
     RISK_ABOVE_THRESHOLD = 1
     #: Bad input: a file, a flag or a model that cannot be used as given.
     BAD_INPUT = 2
-    #: A remote service (HTTP extractor, cloud engine) failed after retries.
+    #: A remote service (HTTP extractor, cloud engine, Ray cluster) failed after retries.
     SERVICE_FAILURE = 3
     #: A shipped model file is missing or does not match its manifest hash.
     MODEL_INTEGRITY = 4
@@ -46,6 +46,12 @@ class ServiceError(FvrAuditError):
     """A remote service failed after its retries (exit code 3)."""
 
     exit_code = ExitCode.SERVICE_FAILURE
+
+
+class RemoteError(ServiceError):
+    """Remote workers failed: a cluster that cannot be reached or goes away, a worker that cannot
+    build the extractor or the attack (its models missing), a unit lost more often than it is
+    retried (exit code 3, like every remote failure)."""
 
 
 class ModelIntegrityError(FvrAuditError):

@@ -234,11 +234,24 @@ def test_gradient_raises_similarity_on_a_torch_extractor(basis, geometry):
     f = TorchConvExtractor(geometry)
     assert create_gradient().supports(f) is None
     targets = face_targets(f, basis, 2, seed=3)
-    result = create_gradient(iterations=40, plateau_steps=0, components=64).reconstruct(targets, f, seed=0)
+    result = create_gradient(iterations=40, plateau_steps=0, components=64, restarts=0).reconstruct(targets, f, seed=0)
     start = mean_face_similarity(f, basis, targets)
     assert np.all(result.similarity > start + 0.02), (start, result.similarity)
     assert result.queries.tolist() == [41, 41]  # 40 steps + the final scoring
     assert result.models_used == ("test-torch-cnn", DEFAULT_BASIS_FILE)
+
+
+def test_gradient_gives_weak_targets_a_second_start(basis):
+    f = TorchConvExtractor(DLIB_CHIP)
+    targets = face_targets(f, basis, 2, seed=3)
+    once = create_gradient(iterations=40, plateau_steps=0, components=64, restarts=0).reconstruct(targets, f, seed=0)
+    # every target counts as weak: each is optimised again from its best of 8 random starts
+    again = create_gradient(iterations=40, plateau_steps=0, components=64, restart_below=1.01).reconstruct(targets, f, seed=0)
+    assert again.settings["restarted_targets"] == 2
+    # 40 steps + scoring, then 8 candidate starts + 40 steps + scoring
+    assert again.queries.tolist() == [41 + 8 + 40 + 1] * 2
+    # the better of the two images is kept
+    assert np.all(again.similarity >= once.similarity - 1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ and summarising each run for the results.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +18,11 @@ import numpy as np
 from fvr_audit.audit.results import MethodSummary
 from fvr_audit.audit.settings import ScanSettings
 from fvr_audit.errors import InputError
+from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.extractors.base import Extractor
+from fvr_audit.reconstructors.base import ReconstructionResult
 from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS, available_reconstructors, get_reconstructor
+from fvr_audit.reconstructors.runner import load_reconstructions, reconstruct_to_folder
 
 def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
     """Fit the scan into ``--query-budget`` queries to F, or refuse before any attack query.
@@ -162,16 +167,58 @@ def method_summary(reconstructor, result, service_queries: int = 0) -> MethodSum
 
 
 
-def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extractor, seed: int, progress, timings: dict):
-    """Run every attack on the targets: method -> uint8 canonical images, and each method's summary."""
+def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extractor, seed: int, progress, timings: dict,
+                    *, rows=None, execution: ExecutionSettings = ExecutionSettings(), work_dir: Path | None = None):
+    """Run every attack on the targets: method -> uint8 canonical images, and each method's summary.
+
+    Through the one reconstruction driver (:func:`~fvr_audit.reconstructors.runner.reconstruct_to_folder`)
+    on ``execution``'s executor: target ``rows`` (database rows; default 0..T-1) seed each target,
+    and each finished unit is saved in ``work_dir/<method>/`` (a temporary folder when None), so a
+    scan killed midway and run again with the same inputs redoes only the units in progress.
+    Requests that workers' own copies of F sent are added to ``timings["remote_queries"]``.
+    """
+    from fvr_audit.execution import ExecutorKind, open_executor, require_specs
+
+    rows = list(range(len(target_vectors))) if rows is None else [int(r) for r in rows]
     reconstructions: dict[str, np.ndarray] = {}
     summaries: list[MethodSummary] = []
-    for reconstructor in reconstructors:
-        mark = time.perf_counter()
-        advance = progress(f"reconstruct: {reconstructor.name}", len(target_vectors))
-        before = extractor.queries_used
-        result = reconstructor.reconstruct(target_vectors, extractor, seed=seed, on_progress=advance)
-        reconstructions[reconstructor.name] = result.images
-        timings[f"reconstruct_{reconstructor.name}_seconds"] = time.perf_counter() - mark
-        summaries.append(method_summary(reconstructor, result, extractor.queries_used - before))
+    if not reconstructors:
+        return reconstructions, summaries
+    remote = execution.kind is not ExecutorKind.SERIAL
+    if remote:
+        require_specs(extractor, reconstructors, execution)
+    with ExitStack() as stack:
+        executor = stack.enter_context(open_executor(execution)) if remote else None
+        for reconstructor in reconstructors:
+            mark = time.perf_counter()
+            advance = progress(f"reconstruct: {reconstructor.name}", len(target_vectors))
+            if work_dir is not None:
+                folder = Path(work_dir) / reconstructor.name
+            else:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fvr-audit-work-")))
+            before = extractor.queries_used
+            run = reconstruct_to_folder(
+                target_vectors, extractor, reconstructor, folder, seed=seed, rows=rows, executor=executor,
+                on_progress=advance, restart_on_mismatch=True,
+            )
+            here = extractor.queries_used - before
+            timings["remote_queries"] = timings.get("remote_queries", 0) + run.service_queries - here
+            manifest, images = load_reconstructions(folder)
+            reconstructions[reconstructor.name] = images
+            seconds = time.perf_counter() - mark
+            timings[f"reconstruct_{reconstructor.name}_seconds"] = seconds
+            summaries.append(method_summary(reconstructor, result_of(manifest, images, seconds), run.service_queries))
     return reconstructions, summaries
+
+
+def result_of(manifest: dict, images: np.ndarray, seconds: float) -> ReconstructionResult:
+    """A reconstructions folder's manifest read back as the attack's result for all its targets."""
+    targets = manifest["targets"]
+    return ReconstructionResult(
+        images=images,
+        similarity=np.array([t["similarity"] for t in targets], np.float32),
+        queries=np.array([t["queries"] for t in targets], np.int64),
+        seconds=seconds,
+        models_used=tuple(manifest.get("models_used", [])),
+        settings={**manifest.get("result_settings", {}), "trace": [t.get("trace", []) for t in targets]},
+    )

@@ -28,7 +28,7 @@ from fvr_audit.audit.settings import GallerySources, ScanSettings, check_setting
 from fvr_audit.audit.system_match import measure_against_database
 from fvr_audit.audit.verdict import decide_verdict
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor, WhiteBox, l2_normalize
+from fvr_audit.extractors.base import Extractor, WhiteBox
 from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
 from fvr_audit.vectors import VectorDatabase, load_vectors
 from fvr_audit.vectors.npyfile import take_rows
@@ -114,8 +114,11 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     timings["galleries_seconds"] = time.perf_counter() - mark
 
     # Reconstruct.
-    target_vectors = l2_normalize(take_rows(db.vectors, rows))
-    reconstructions, methods = attacks.reconstruct_all(reconstructors, target_vectors, extractor, settings.seed, progress, timings)
+    target_vectors = take_rows(db.vectors, rows)  # as stored: the driver normalises, as for reconstruct
+    reconstructions, methods = attacks.reconstruct_all(
+        reconstructors, target_vectors, extractor, settings.seed, progress, timings,
+        rows=rows, execution=settings.execution, work_dir=settings.work_dir,
+    )
 
     # Re-identify and measure, engine by engine.
     mark = time.perf_counter()
@@ -149,7 +152,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
         created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         database=summaries.database_summary(db),
         extractor={
-            **summaries.extractor_summary(extractor),
+            **summaries.extractor_summary(extractor, remote_queries=int(timings.pop("remote_queries", 0))),
             "queries_by_phase": summaries.queries_by_phase(timings, methods, system_queries),
         },
         settings=summaries.settings_summary(settings, sources, gate_n),

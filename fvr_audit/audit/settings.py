@@ -13,6 +13,7 @@ from pathlib import Path
 from fvr_audit.audit.verdict import check_gate
 from fvr_audit.engines.registry import DEFAULT_ENGINES
 from fvr_audit.errors import InputError
+from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.reconstructors.registry import check_method_settings
 
 #: ``--engine-threshold ENGINE=fmr``: the engine's threshold is set at ``--fmr`` on impostor pairs of its gallery.
@@ -70,6 +71,11 @@ class ScanSettings:
     #: ``--run-id``: names and tags the cloud engines' collection / person group (None: a fresh one);
     #: the same id resumes an interrupted enrolment.
     run_id: str | None = None
+    #: ``--executor``/``--workers``: where the attacks' work units run (the figures do not depend on it).
+    execution: ExecutionSettings = ExecutionSettings()
+    #: Where finished units are kept until the scan ends (``-o``/.work), so a rerun resumes; None:
+    #: a temporary folder (nothing to resume).
+    work_dir: Path | None = None
 
 
 def check_settings(settings: ScanSettings) -> None:

@@ -54,7 +54,8 @@ def database_summary(db: VectorDatabase) -> dict:
     }
 
 
-def extractor_summary(extractor: Extractor) -> dict:
+def extractor_summary(extractor: Extractor, remote_queries: int = 0) -> dict:
+    """F's provenance, and the requests sent to it: by this process, and by workers' own copies of F."""
     info = extractor.info
     return {
         "name": info.name,
@@ -64,7 +65,7 @@ def extractor_summary(extractor: Extractor) -> dict:
         "source": info.source,
         "license": info.license,
         "sha256": info.sha256,
-        "queries_used": extractor.queries_used,
+        "queries_used": extractor.queries_used + remote_queries,
     }
 
 

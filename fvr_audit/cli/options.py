@@ -88,6 +88,17 @@ def build_extractor_options(
     )
 
 
+ExecutorOpt = typer.Option(
+    "serial", "--executor",
+    help="Where reconstruction units run: serial (this process), processes (local worker processes), ray (a local "
+    "Ray runtime), ray://HOST:PORT (join a Ray cluster), auto (join the cluster RAY_ADDRESS names, or the local one). "
+    "The same seed gives the same images on every executor.",
+)
+WorkersOpt = typer.Option(
+    None, "--workers", help="processes/ray: parallel workers (default: every CPU of this machine)."
+)
+
+
 TimeoutOpt = typer.Option(
     None, "--timeout", help="HTTP: most seconds one request may take in total, from connecting to the last byte (default 30)."
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from fvr_audit.cli import options as opt
@@ -43,6 +45,10 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Random seed (each target's draws depend only on it and the row)."),
         limit: Optional[int] = typer.Option(None, "--limit", help="Reconstruct only the first N vectors."),
+        rows: Optional[str] = typer.Option(
+            None, "--rows", help="Reconstruct exactly these rows (0-based, comma-separated, in this order), e.g. a scan's "
+            "targets: same rows, seed and settings give the scan's images.",
+        ),
         chunk: Optional[int] = typer.Option(None, "--chunk", help="Targets advanced together (and saved) per chunk."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
         models: list[Path] = typer.Option(
@@ -51,9 +57,12 @@ def register(app: typer.Typer) -> None:
         adapter: Optional[Path] = typer.Option(
             None, "--adapter", help="nbnet/vec2face/naive: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
         ),
+        executor: str = opt.ExecutorOpt,
+        workers: Optional[int] = opt.WorkersOpt,
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct a face from every vector; write one PNG each and reconstructions.json (resumable)."""
+        from fvr_audit.execution import ExecutorKind, open_executor, parse_executor, preflight, require_specs
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.outputs import check_writable_folder
         from fvr_audit.reconstructors.runner import build_reconstructor, reconstruct_to_folder
@@ -65,6 +74,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--chunk {chunk}: must be at least 1")
         # Before any work; a non-empty folder is fine here: it is how a run resumes.
         check_writable_folder(output)
+        execution = parse_executor(executor, workers)
+        preflight(execution)
         options = extractor_options
         model = get_extractor(extractor, options)
         opt.announce(model)
@@ -96,28 +107,38 @@ def register(app: typer.Typer) -> None:
         for warning in db.warnings:
             if not quiet:
                 console.print(f"[yellow]warning:[/] {warning}")
-        total = db.n if limit is None else min(limit, db.n)
+        chosen = None if rows is None else _parse_rows(rows, db.n)
+        vectors_in = db.vectors if chosen is None else np.asarray(db.vectors[chosen], dtype=np.float32)
+        labels_in = None if db.labels is None else list(np.asarray(db.labels)[chosen] if chosen is not None else db.labels)
+        count = len(vectors_in)
+        total = count if limit is None else min(limit, count)
         if not quiet:
             console.print(
-                f"{total} of {db.n} vectors -> {attack.name} ({attack.info.access.value}) against {model.name}; "
+                f"{total} of {count} vectors -> {attack.name} ({attack.info.access.value}) against {model.name}; "
                 f"output {output}"
             )
-        with progress_reporter(quiet=quiet) as progress:
+        if execution.kind is not ExecutorKind.SERIAL:
+            require_specs(model, [attack], execution)
+        with progress_reporter(quiet=quiet) as progress, ExitStack() as stack:
+            pool = None if execution.kind is ExecutorKind.SERIAL else stack.enter_context(open_executor(execution))
             advance = progress.phase("reconstruct", total)
             run = reconstruct_to_folder(
-                db.vectors,
+                vectors_in,
                 model,
                 attack,
                 output,
-                labels=None if db.labels is None else list(db.labels),
+                labels=labels_in,
+                rows=chosen,
                 seed=seed,
                 chunk_size=chunk,
                 limit=limit,
                 on_progress=advance,
                 source=str(vectors),
+                executor=pool,
             )
             advance.update(completed=total)
-        records = [r for r in run.manifest.get("targets", []) if r["index"] < total]
+        wanted = set(range(total) if chosen is None else chosen[:total])
+        records = [r for r in run.manifest.get("targets", []) if r["index"] in wanted]
         if records and not quiet:
             sims = sorted(r["similarity"] for r in records)
             queries = [r["queries"] for r in records]
@@ -131,6 +152,29 @@ def register(app: typer.Typer) -> None:
             f"({len(records)} of {total}) in {run.seconds:.1f} s",
             err=True,
         )
+
+
+def _parse_rows(text: str, n: int) -> list[int]:
+    """'5,2,9' -> [5, 2, 9] (order kept: units are cut in this order).
+
+    >>> _parse_rows("5, 2,9", 10)
+    [5, 2, 9]
+    >>> _parse_rows("1,1", 10)
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: --rows '1,1': each row at most once
+    """
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--rows {text!r}: expected comma-separated whole numbers") from None
+    if not values:
+        raise InputError(f"--rows {text!r}: give at least one row")
+    if len(set(values)) != len(values):
+        raise InputError(f"--rows {text!r}: each row at most once")
+    outside = [v for v in values if not 0 <= v < n]
+    if outside:
+        raise InputError(f"--rows {outside[0]}: the vectors have rows 0 to {n - 1}")
+    return values
 
 
 def _parametric_methods() -> tuple[str, ...]:

@@ -180,6 +180,8 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Write into a non-empty -o folder, replacing an earlier run's outputs (other files are kept)."
         ),
+        executor: str = opt.ExecutorOpt,
+        workers: Optional[int] = opt.WorkersOpt,
         extractor_options: ExtractorOptions = None,  # type: ignore[assignment]  # from @opt.extractor_overrides
     ) -> None:
         """Reconstruct faces from VECTORS, re-identify them with each engine F', write results and reports."""
@@ -188,14 +190,16 @@ def register(app: typer.Typer) -> None:
         from fvr_audit.engines.cloud import check_run_id
         from fvr_audit.engines.cost import check_cost, render_plans
         from fvr_audit.engines.registry import check_cloud_access, is_cloud_engine
+        from fvr_audit.execution import parse_executor, preflight
         from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
-        from fvr_audit.io.outputs import check_output_folder
+        from fvr_audit.io.outputs import check_output_folder, clear_owned
 
         if fail_on_tpr is not None and not 0 <= fail_on_tpr <= 1:
             raise InputError(f"--fail-on-tpr {fail_on_tpr}: must be a rate between 0 and 1")
         if junit is not None and fail_on_tpr is None:
             raise InputError(f"--junit {junit}: needs --fail-on-tpr, the tpr each gate is tested against")
+        execution = parse_executor(executor, workers)
         folders = [Path(g) for g in gallery if "=" not in g]
         if len(folders) > 1:
             raise InputError(f"--gallery: give at most one folder of photos (got {len(folders)})")
@@ -219,6 +223,8 @@ def register(app: typer.Typer) -> None:
             rows=None if rows is None else parse_int_list(rows, "--rows"),
             engine_thresholds=parse_engine_thresholds(engine_threshold),
             run_id=None if run_id is None else check_run_id(run_id),
+            execution=execution,
+            work_dir=output / WORK_DIR,
         )
         check_settings(settings)
         sources = GallerySources(
@@ -243,7 +249,9 @@ def register(app: typer.Typer) -> None:
             if is_cloud_engine(spec):
                 check_cloud_access(spec)
         # Before any work: a scan can take an hour, and finding then that -o is unusable loses it.
-        check_output_folder(output, overwrite=overwrite)
+        # A folder holding only a killed scan's finished units is where that scan resumes.
+        check_output_folder(output, overwrite=overwrite, resumable=(WORK_DIR,))
+        preflight(execution)
         for path in (summary_md, junit):
             if path is not None:
                 check_writable(path)
@@ -263,6 +271,7 @@ def register(app: typer.Typer) -> None:
                 on_message=lambda line: None if quiet else typer.echo(line, err=True),
             )
         written = write_scan_outputs(outcome, output, pdf=pdf, redact=redact)
+        clear_owned(output, (WORK_DIR,))  # the outputs are complete: nothing left to resume
         results = outcome.results
         if as_json:
             sys.stdout.write(results.to_json())
@@ -281,6 +290,10 @@ def register(app: typer.Typer) -> None:
             if exceeded:
                 typer.echo(f"fail-on-tpr: {exceeded}", err=True)
                 raise typer.Exit(int(ExitCode.RISK_ABOVE_THRESHOLD))
+
+
+#: Inside ``-o``: each attack's finished work units until the scan's outputs are written.
+WORK_DIR = ".work"
 
 
 def _planned_targets(vectors: Path, settings) -> int:

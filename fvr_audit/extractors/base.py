@@ -151,6 +151,9 @@ class Extractor(abc.ABC):
 
     #: Largest batch handed to :meth:`embed_raw` at once.
     batch_size: int = 32
+    #: What :func:`~fvr_audit.extractors.registry.get_extractor` made this from (an
+    #: ``ExtractorSpec``), so workers can make it again; None for extractors made directly.
+    origin: Any = None
 
     @property
     @abc.abstractmethod

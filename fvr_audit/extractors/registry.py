@@ -62,6 +62,29 @@ class ExtractorOptions:
         return all(getattr(self, name) is None for name in self.__dataclass_fields__)
 
 
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """How to make an extractor again in another process: what :func:`get_extractor` was given.
+
+    Work units carry this, never the extractor itself (an endpoint's HTTP client, locks and
+    caches cannot travel); a worker calls :meth:`build` once and keeps the result.
+
+    >>> ExtractorSpec("dlib-resnet128").build().name
+    'dlib-resnet128'
+    """
+
+    spec: str
+    options: ExtractorOptions = ExtractorOptions()
+
+    def build(self) -> Extractor:
+        return get_extractor(self.spec, self.options)
+
+
+def spec_of(extractor: Extractor) -> ExtractorSpec | None:
+    """The spec ``extractor`` was made from by :func:`get_extractor`, or None (made some other way)."""
+    return getattr(extractor, "origin", None)
+
+
 def _load_factory(target: str):
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
@@ -83,7 +106,7 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
     if spec.startswith(("http://", "https://")):
         from fvr_audit.extractors.http_endpoint import HttpEndpointExtractor
 
-        return HttpEndpointExtractor(spec, options)
+        return _remember(HttpEndpointExtractor(spec, options), ExtractorSpec(spec, options))
     transport = [f"--{name}" for name in ("timeout", "retries", "concurrency") if getattr(options, name) is not None]
     if transport:
         raise InputError(f"{spec}: {'/'.join(transport)} apply to http(s):// endpoints only")
@@ -96,17 +119,23 @@ def get_extractor(spec: str, options: ExtractorOptions | None = None) -> Extract
                 f"{spec}: preprocessing overrides apply only to ONNX files and HTTP endpoints; "
                 "built-in extractors use their exact preprocessing"
             )
-        return _builtin(spec)
+        return _remember(_builtin(spec), ExtractorSpec(spec))
     path = Path(spec)
     if path.suffix.lower() == ".onnx" or path.exists():
         from fvr_audit.extractors.onnx_model import OnnxModelExtractor
 
         builtin = recognised_builtin(path)
         if builtin is not None and options.is_empty():
-            return _builtin(builtin)
-        return OnnxModelExtractor(path, options)
+            return _remember(_builtin(builtin), ExtractorSpec(builtin))
+        # absolute: a worker may start in another folder (on a cluster, the file must be at that path)
+        return _remember(OnnxModelExtractor(path, options), ExtractorSpec(str(path.resolve()), options))
     known = ", ".join(sorted(BUILTIN_EXTRACTORS))
     raise InputError(f"{spec}: unknown extractor; use one of {known}, a path to an .onnx file, or an http(s):// URL")
+
+
+def _remember(extractor: Extractor, spec: ExtractorSpec) -> Extractor:
+    extractor.origin = spec  # type: ignore[attr-defined]  # read by spec_of
+    return extractor
 
 
 def recognised_builtin(path: str | Path) -> str | None:

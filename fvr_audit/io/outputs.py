@@ -90,13 +90,14 @@ def check_writable_folder(path: str | os.PathLike[str]) -> None:
     _probe_writable(path if path.exists() else _nearest_existing(path), path)
 
 
-def check_output_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-    """:func:`check_writable_folder`, and writing it mixes nothing: the folder is new, empty, or
-    ``overwrite`` is given (then the caller replaces only what it owns; see :func:`clear_owned`)."""
+def check_output_folder(path: str | os.PathLike[str], *, overwrite: bool = False, resumable: Iterable[str] = ()) -> None:
+    """:func:`check_writable_folder`, and writing it mixes nothing: the folder is new, empty (but
+    for the ``resumable`` work of an earlier, unfinished run of the same command), or ``overwrite``
+    is given (then the caller replaces only what it owns; see :func:`clear_owned`)."""
     path = Path(path)
     check_writable_folder(path)
     if path.is_dir() and not overwrite:
-        entries = sorted(entry.name for entry in path.iterdir())
+        entries = sorted(entry.name for entry in path.iterdir() if entry.name not in set(resumable))
         if entries:
             shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
             raise InputError(

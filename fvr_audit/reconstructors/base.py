@@ -10,9 +10,10 @@ evaluation must never let an attack use the engine F' that judges it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -61,9 +62,35 @@ class ReconstructionResult:
 
 ProgressCallback = Callable[[int], None]
 
+#: Multiplier of the run's seed in each target's seed (a prime: rows of runs with nearby seeds
+#: do not share seeds).
+SEED_STRIDE = 1_000_003
+
+
+def target_seed(seed: int, row: int) -> int:
+    """The random seed of the target at database row ``row`` in a run seeded ``seed``: one rule for
+    scan and reconstruct, whatever chunk, worker or executor the target lands in.
+
+    >>> target_seed(0, 17), target_seed(2, 5)
+    (17, 2000011)
+    """
+    return int(seed) * SEED_STRIDE + int(row)
+
 
 class Reconstructor(abc.ABC):
-    """Reconstructs faces from feature vectors made by an extractor F."""
+    """Reconstructs faces from feature vectors made by an extractor F.
+
+    Every draw of the attack for target ``i`` comes from a generator seeded with
+    ``target_seeds[i]`` alone, so a target's reconstruction depends on its seed, not on which
+    other targets share its call (beyond float rounding of batched products; the driver keeps
+    batches the same on every executor for that reason).
+    """
+
+    #: ``settings`` of the method (a frozen dataclass, or a dict), recorded with its results.
+    settings: Any = None
+    #: What :func:`~fvr_audit.reconstructors.registry.get_reconstructor` made this from (a
+    #: ``ReconstructorSpec``), so workers can make it again; None for attacks made directly.
+    origin: Any = None
 
     @property
     @abc.abstractmethod
@@ -85,5 +112,23 @@ class Reconstructor(abc.ABC):
         *,
         seed: int = 0,
         on_progress: ProgressCallback | None = None,
+        target_seeds: Sequence[int] | None = None,
     ) -> ReconstructionResult:
-        """Reconstruct L2-normalised float32 [N, D] ``vectors`` made by ``extractor``."""
+        """Reconstruct L2-normalised float32 [N, D] ``vectors`` made by ``extractor``.
+
+        ``target_seeds``: one seed per target (see :func:`target_seed`); None: ``seed + i`` for
+        the i-th vector (a standalone call). A method without random draws ignores both.
+        """
+
+
+def seeds_for(count: int, seed: int, target_seeds: Sequence[int] | None) -> list[int]:
+    """The per-target seeds of a ``reconstruct`` call: ``target_seeds``, checked, or ``seed + i``.
+
+    >>> seeds_for(2, 5, None), seeds_for(2, 5, [7, 9])
+    ([5, 6], [7, 9])
+    """
+    if target_seeds is None:
+        return [int(seed) + i for i in range(count)]
+    if len(target_seeds) != count:
+        raise ValueError(f"{len(target_seeds)} target seeds for {count} vectors")
+    return [int(x) for x in target_seeds]

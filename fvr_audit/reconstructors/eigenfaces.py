@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -50,6 +51,7 @@ from fvr_audit.reconstructors.base import (
     ReconstructionResult,
     Reconstructor,
     ReconstructorInfo,
+    seeds_for,
 )
 from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis, to_canonical_uint8
 from fvr_audit.reconstructors.views import view_box
@@ -204,7 +206,7 @@ class EigenfacesReconstructor(Reconstructor):
         *,
         seed: int = 0,
         on_progress: ProgressCallback | None = None,
-        target_seeds: list[int] | None = None,
+        target_seeds: Sequence[int] | None = None,
     ) -> ReconstructionResult:
         """Reconstruct ``vectors`` [N, D]. ``target_seeds``: one RNG seed per target (default seed + row),
         so a target's result does not depend on which others share its batch."""
@@ -218,7 +220,7 @@ class EigenfacesReconstructor(Reconstructor):
         n, k = len(targets), basis.k
         if targets.shape[1] != extractor.dim:
             raise InputError(f"eigenfaces: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
-        seeds = target_seeds if target_seeds is not None else [seed + i for i in range(n)]
+        seeds = seeds_for(len(targets), seed, target_seeds)
         rngs = [np.random.default_rng([int(x), 0xE16E]) for x in seeds]
         iterations = s.effective_iterations()
         blob_maker = _BlobMaker(basis, extractor, s.blob_sigma)

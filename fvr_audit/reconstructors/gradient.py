@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -43,6 +44,7 @@ from fvr_audit.reconstructors.base import (
     ReconstructionResult,
     Reconstructor,
     ReconstructorInfo,
+    seeds_for,
 )
 from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis
 from fvr_audit.reconstructors.views import crop_affine, normalised_theta
@@ -194,7 +196,7 @@ class GradientReconstructor(Reconstructor):
         *,
         seed: int = 0,
         on_progress: ProgressCallback | None = None,
-        target_seeds: list[int] | None = None,
+        target_seeds: Sequence[int] | None = None,
     ) -> ReconstructionResult:
         reason = self.supports(extractor)
         if reason:
@@ -203,7 +205,7 @@ class GradientReconstructor(Reconstructor):
         targets = l2_normalize(np.asarray(vectors, dtype=np.float32))
         if targets.shape[1] != extractor.dim:
             raise InputError(f"gradient: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
-        seeds = target_seeds if target_seeds is not None else [seed + i for i in range(len(targets))]
+        seeds = seeds_for(len(targets), seed, target_seeds)
         forward = self._forward(extractor)
         surrogates = self._surrogates(extractor, targets)
         images, steps, traces = [], [], []

@@ -10,6 +10,7 @@ import importlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from fvr_audit.errors import InputError
 from fvr_audit.reconstructors.base import Reconstructor
@@ -103,6 +104,38 @@ def available_reconstructors() -> list[str]:
     return [name for name in RECONSTRUCTORS if _factory(name) is not None]
 
 
+@dataclass(frozen=True)
+class ReconstructorSpec:
+    """How to make an attack again in another process: its name and the settings
+    :func:`get_reconstructor` was given, as plain values (an adapter as its .npz bytes).
+
+    >>> spec = ReconstructorSpec.of("gradient", {"iterations": 3})
+    >>> spec.build().settings.iterations, spec == ReconstructorSpec.of("gradient", {"iterations": 3})
+    (3, True)
+    """
+
+    name: str
+    #: (setting, value) pairs, sorted by setting: hashable, so a worker can key its cache by them.
+    settings: tuple[tuple[str, object], ...] = ()
+    #: A parametric attack's adapter (``RidgeAdapter.to_bytes``), never the live object.
+    adapter: bytes | None = None
+
+    @classmethod
+    def of(cls, name: str, settings: Mapping[str, object]) -> ReconstructorSpec:
+        plain = dict(settings)
+        adapter = plain.pop("adapter", None)
+        items = tuple(sorted((key, tuple(v) if isinstance(v, list) else v) for key, v in plain.items()))
+        return cls(name, items, None if adapter is None else adapter.to_bytes())
+
+    def build(self) -> Reconstructor:
+        settings = dict(self.settings)
+        if self.adapter is not None:
+            from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+
+            settings["adapter"] = RidgeAdapter.from_bytes(self.adapter)
+        return get_reconstructor(self.name, **settings)
+
+
 def get_reconstructor(name: str, **settings) -> Reconstructor:
     """Create a reconstructor by name, with method-specific settings (iterations, budget, ...)."""
     if name not in RECONSTRUCTORS:
@@ -111,4 +144,6 @@ def get_reconstructor(name: str, **settings) -> Reconstructor:
     if factory is None:
         available = ", ".join(available_reconstructors()) or "none"
         raise InputError(f"{name}: not installed in this version (available: {available})")
-    return factory(**settings)
+    reconstructor = factory(**settings)
+    reconstructor.origin = ReconstructorSpec.of(name, settings)
+    return reconstructor

@@ -12,19 +12,20 @@ target's row in the vector set) and ``reconstructions.json``:
      "targets": [{"index": 0, "label": "Jane_Doe", "file": "00000.png", "similarity": 0.97,
                   "queries": 12800, "seconds": 41.2, "trace": [[320, 0.61], ...]}, ...]}
 
-Targets are reconstructed in chunks (``chunk_size``; targets of a chunk advance together in
-batched calls to F); after each chunk its PNGs and then the JSON are written atomically, so a
-killed run loses at most the chunk in progress, and running again with the same vectors, method,
-settings and seed skips every finished target. A folder made with other settings is refused
-rather than mixed. Images are written with mode 0600: reconstructions are biometric data.
+Targets are reconstructed in work units (``chunk_size`` targets, advancing together in batched
+calls to F) that an executor (:mod:`fvr_audit.execution`: this process, local processes, Ray)
+runs; as each unit finishes its PNGs and then the JSON are written atomically, so a killed run
+loses at most the units in progress, and running again with the same vectors, method, settings
+and seed skips every finished target. A folder made with other settings is refused rather than
+mixed. Images are written with mode 0600: reconstructions are biometric data.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,16 +35,18 @@ import numpy as np
 from PIL import Image
 
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor
+from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.io.atomic import atomic_write_bytes, atomic_write_text
 from fvr_audit.io.outputs import private_mkdir
-from fvr_audit.reconstructors.base import Reconstructor
+from fvr_audit.execution import Executor, SerialExecutor, WorkUnit
+from fvr_audit.reconstructors.base import Reconstructor, target_seed
 
 MANIFEST = "reconstructions.json"
 FORMAT = "fvr-audit-reconstructions"
 VERSION = 1
-#: Targets per chunk when the method does not say (targets in a chunk advance together).
-DEFAULT_CHUNK = 32
+#: Targets per work unit (they advance together in batched calls to F, and are saved together).
+#: Small enough that a few dozen targets keep several workers busy; the same on every executor.
+DEFAULT_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class ReconstructionRun:
     done_now: int
     skipped: int
     seconds: float
+    #: Requests to F this call sent, by whichever copy of F ran the units (0 for local models).
+    service_queries: int = 0
 
 
 def vectors_digest(vectors: np.ndarray) -> str:
@@ -116,19 +121,34 @@ def reconstruct_to_folder(
     limit: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     source: str = "",
+    rows: Sequence[int] | None = None,
+    executor: Executor | None = None,
+    restart_on_mismatch: bool = False,
 ) -> ReconstructionRun:
     """Reconstruct every row of ``vectors`` (made by ``extractor``) into ``folder``, resuming.
 
-    ``limit``: reconstruct only the first ``limit`` rows (the rest are left for a later call).
-    ``on_progress(n)`` is called with the number of targets finished after each chunk.
+    The one reconstruction driver of ``reconstruct`` and ``scan``: the targets are cut into units
+    of ``chunk_size`` (the same units on every executor: batching moves floats), ``executor``
+    runs them (default: serially in this process, with ``extractor`` and ``reconstructor``
+    themselves), and each unit's PNGs and then the manifest are written as it finishes.
+
+    ``rows``: the targets' ids (database rows; default 0..N-1): file names and seeds
+    (:func:`~fvr_audit.reconstructors.base.target_seed`) derive from them, so a target gets the
+    same face from ``scan`` and ``reconstruct``. ``limit``: only the first ``limit`` targets
+    (the rest are left for a later call). ``on_progress(n)``: n more targets done.
+    ``restart_on_mismatch``: a folder made with other inputs is emptied instead of refused (a
+    scan's own work folder).
     """
     start = time.perf_counter()
     folder = Path(folder)
-    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32) if not isinstance(vectors, np.memmap) else vectors
     if vectors.ndim != 2 or len(vectors) == 0:
         raise InputError(f"reconstruct: expected a non-empty [N, D] vector array, got shape {vectors.shape}")
     if labels is not None and len(labels) != len(vectors):
         raise InputError(f"reconstruct: {len(labels)} labels for {len(vectors)} vectors")
+    ids = [int(r) for r in (range(len(vectors)) if rows is None else rows)]
+    if len(ids) != len(vectors) or len(set(ids)) != len(ids):
+        raise InputError(f"reconstruct: {len(ids)} distinct rows needed for {len(vectors)} vectors")
     reason = reconstructor.supports(extractor)
     if reason:
         raise InputError(f"{reconstructor.name}: {reason}")
@@ -154,65 +174,126 @@ def reconstruct_to_folder(
         "settings": _settings_of(reconstructor),
         "source": source,
     }
+    if rows is not None:
+        header["rows_sha256"] = hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()
+    chunk = chunk_size or DEFAULT_CHUNK
+    header["chunk"] = int(chunk)  # units of other sizes would batch, and round, differently
     manifest = _read_manifest(folder)
     if manifest is not None:
-        for key in ("method", "extractor", "extractor_sha256", "vectors_sha256", "count", "seed", "settings"):
-            if manifest.get(key) != header[key]:
-                raise InputError(
-                    f"{folder / MANIFEST}: made with a different {key} ({manifest.get(key)!r} vs {header[key]!r}); "
-                    "use another output folder, or delete this one to start over"
-                )
+        keys = (*RESUME_KEYS, *(["rows_sha256"] if rows is not None else []))
+        stale = [key for key in keys if manifest.get(key) != header[key]]
+        if stale and restart_on_mismatch:
+            _empty_folder(folder)
+            manifest = None
+        elif stale:
+            key = stale[0]
+            raise InputError(
+                f"{folder / MANIFEST}: made with a different {key} ({manifest.get(key)!r} vs {header[key]!r}); "
+                "use another output folder, or delete this one to start over"
+            )
+    if manifest is not None:
         records = {int(r["index"]): r for r in manifest.get("targets", [])}
         models_used = list(manifest.get("models_used", []))
+        result_settings = dict(manifest.get("result_settings", {}))
     else:
-        records, models_used = {}, []
+        records, models_used, result_settings = {}, [], {}
     # A record counts as done only if its image is there too (the PNGs are written first).
     records = {i: r for i, r in records.items() if (folder / r["file"]).exists()}
-    wanted = range(len(vectors) if limit is None else min(limit, len(vectors)))
-    todo = [i for i in wanted if i not in records]
-    skipped = len(wanted) - len(todo)
-    chunk = chunk_size or getattr(getattr(reconstructor, "settings", None), "chunk_targets", None) or DEFAULT_CHUNK
+    wanted = ids if limit is None else ids[: max(0, limit)]
+    position = {row: i for i, row in enumerate(ids)}
 
     def write_manifest() -> None:
         body = dict(header)
         body["models_used"] = models_used
+        body["result_settings"] = result_settings
         body["complete"] = len(records) == len(vectors)
-        body["targets"] = [records[i] for i in sorted(records)]
+        body["targets"] = [records[i] for i in sorted(records, key=position.get)]
         atomic_write_text(folder / MANIFEST, json.dumps(body, indent=1) + "\n")
 
+    service_queries = 0  # requests to F by the units (an endpoint's cost)
     if manifest is None:
         write_manifest()
-    for lo in range(0, len(todo), chunk):
-        rows = todo[lo : lo + chunk]
-        extra = {}
-        if "target_seeds" in inspect.signature(reconstructor.reconstruct).parameters:
-            # one seed per target row: a target's result does not depend on its chunk
-            extra["target_seeds"] = [seed * 1_000_003 + i for i in rows]
-        result = reconstructor.reconstruct(vectors[rows], extractor, seed=seed + rows[0], **extra)
-        traces = (result.settings or {}).get("trace") or [[] for _ in rows]
-        per_target_seconds = result.seconds / len(rows)
-        for j, i in enumerate(rows):
-            file = f"{i:05d}.png"
-            atomic_write_bytes(folder / file, png_bytes(result.images[j]))
-            records[i] = {
-                "index": int(i),
-                "label": None if labels is None else str(labels[i]),
-                "file": file,
-                "similarity": round(float(result.similarity[j]), 6),
-                "queries": int(result.queries[j]),
-                "seconds": round(per_target_seconds, 3),
-                "trace": traces[j] if j < len(traces) else [],
-            }
-        for name in result.models_used:
-            if name not in models_used:
-                models_used.append(name)
-        write_manifest()
-        if on_progress:
-            on_progress(len(rows))
-    if not todo:
+    units = plan_units(wanted, chunk, records, vectors, position, seed, extractor, reconstructor)
+    todo = sum(len(unit.rows) for unit in units)
+    label_of = (lambda row: None) if labels is None else (lambda row: str(labels[position[row]]))
+    owned = executor is None
+    executor = executor or SerialExecutor(lambda unit: (extractor, reconstructor))
+    try:
+        for result in executor.run(units):
+            per_target_seconds = result.seconds / max(1, len(result.rows))
+            for j, row in enumerate(result.rows):
+                file = f"{row:05d}.png"
+                atomic_write_bytes(folder / file, png_bytes(result.images[j]))
+                records[row] = {
+                    "index": int(row),
+                    "label": label_of(row),
+                    "file": file,
+                    "similarity": round(float(result.similarity[j]), 6),
+                    "queries": int(result.queries[j]),
+                    "seconds": round(per_target_seconds, 3),
+                    "trace": result.traces[j] if j < len(result.traces) else [],
+                }
+            service_queries += result.service_queries
+            for name in result.models_used:
+                if name not in models_used:
+                    models_used.append(name)
+            if not result_settings:
+                result_settings.update(json.loads(json.dumps(result.settings, default=str)))
+            write_manifest()
+            if on_progress:
+                on_progress(len(result.rows))
+    finally:
+        if owned:
+            executor.close()
+    if not units:
         write_manifest()
     final = _read_manifest(folder) or {}
-    return ReconstructionRun(folder, final, len(todo), skipped, time.perf_counter() - start)
+    return ReconstructionRun(folder, final, todo, len(wanted) - todo, time.perf_counter() - start, service_queries)
+
+
+#: What a resumed folder must share with the run resuming it.
+RESUME_KEYS = ("method", "extractor", "extractor_sha256", "vectors_sha256", "count", "seed", "settings")
+
+#: Test hook (see :attr:`fvr_audit.execution.units.WorkUnit.crash_marker`): a marker file path;
+#: the second unit of a run then makes its worker exit abruptly the first time it runs.
+CRASH_MARKER_ENV = "FVR_AUDIT_TEST_CRASH_MARKER"
+
+
+def plan_units(wanted, chunk, records, vectors, position, seed, extractor, reconstructor) -> list[WorkUnit]:
+    """Units of ``chunk`` consecutive wanted targets, cut the same way on every executor and on
+    a resumed run (a unit finished before is left out; a half-finished one keeps its rest)."""
+    from fvr_audit.extractors.dlib_resnet import backend_threads
+    from fvr_audit.extractors.registry import spec_of
+
+    threads = backend_threads()
+    marker = os.environ.get(CRASH_MARKER_ENV) or None
+    units = []
+    for lo in range(0, len(wanted), chunk):
+        rows = tuple(row for row in wanted[lo : lo + chunk] if row not in records)
+        if not rows:
+            continue
+        units.append(WorkUnit(
+            number=lo // chunk,
+            method=reconstructor.origin,
+            extractor=spec_of(extractor),
+            rows=rows,
+            # normalised here, once for every caller: scan and reconstruct hand over the same bits
+            vectors=l2_normalize(np.ascontiguousarray(vectors[[position[row] for row in rows]], dtype=np.float32)),
+            seeds=tuple(target_seed(seed, row) for row in rows),
+            threads=threads,
+            crash_marker=marker if lo // chunk == 1 else None,
+        ))
+    return units
+
+
+def _empty_folder(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            import shutil
+
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def build_reconstructor(

@@ -139,6 +139,7 @@ class ParametricReconstructor(Reconstructor):
         on_progress: ProgressCallback | None = None,
         target_seeds=None,
     ) -> ReconstructionResult:
+        # A trained generator draws nothing at random: seeds change nothing.
         start = time.perf_counter()
         found = self.generator_file(extractor)
         images = self._generate(found, vectors)
