@@ -223,7 +223,7 @@ class GradientReconstructor(Reconstructor):
             "nd,nd->n", extractor.embed(crop_from_canonical(images_all, extractor.geometry)), targets
         ).astype(np.float32)
         queries = np.concatenate(steps).astype(np.int64) * self.settings.samples + 1 if steps else np.zeros(0, np.int64)
-        restarted = self._restart_weak(targets, seeds, extractor, forward, surrogates, images_all, similarity, queries)
+        self._restart_weak(targets, seeds, extractor, forward, surrogates, images_all, similarity, queries)
         return ReconstructionResult(
             images=images_all,
             similarity=similarity,
@@ -231,7 +231,7 @@ class GradientReconstructor(Reconstructor):
             seconds=time.perf_counter() - start,
             models_used=(extractor.name, self.settings.basis, *(e.name for e, _, _, _ in surrogates),
                          *(note for _, _, _, note in surrogates)),
-            settings={"preset_resolved": asdict(self.settings), "trace": traces, "restarted_targets": restarted},
+            settings={"preset_resolved": asdict(self.settings), "trace": traces},
         )
 
     def _restart_weak(self, targets, seeds, extractor, forward, surrogates, images, similarity, queries) -> int:
