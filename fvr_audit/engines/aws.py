@@ -33,7 +33,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -47,6 +46,7 @@ from fvr_audit.engines.cloud import (
     GalleryPhoto,
     LeftOver,
     gallery_photos,
+    map_in_order,
     new_run_id,
     photo_bytes,
     query_image_bytes,
@@ -323,15 +323,7 @@ class AwsRekognitionEngine(MatchingEngine):
         return ServiceError(f"{ENGINE} {operation} ({self.collection_id}): {_error_message(exc)}{hint}")
 
     def _map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        """``function`` over ``items`` in order, ``concurrency`` at a time; the first failure stops the rest."""
-        if self.concurrency <= 1 or len(items) <= 1:
-            return [function(item) for item in items]
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="fvr-aws")
-        futures = [pool.submit(function, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        return map_in_order(function, items, self.concurrency, "fvr-aws")
 
     # -- enrolment ---------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,6 +42,7 @@ from fvr_audit.engines.cloud import (
     GalleryPhoto,
     LeftOver,
     gallery_photos,
+    map_in_order,
     new_run_id,
     photo_bytes,
     query_image_bytes,
@@ -265,14 +265,7 @@ class AzureFaceEngine(MatchingEngine):
         return ServiceError(f"{ENGINE} {operation} ({self.group_id}): {_message(exc)}{hint}")
 
     def _map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        if self.concurrency <= 1 or len(items) <= 1:
-            return [function(item) for item in items]
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="fvr-azure")
-        futures = [pool.submit(function, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        return map_in_order(function, items, self.concurrency, "fvr-azure")
 
     # -- enrolment ---------------------------------------------------------------------------------
 

@@ -218,3 +218,18 @@ class LeftOver:
     name: str
     run_id: str
     detail: str = ""
+
+
+def map_in_order(function, items, concurrency: int, thread_name: str) -> list:
+    """``function`` over ``items``, results in order, ``concurrency`` requests in flight; the first
+    failure is raised and the requests not yet started are cancelled (shared by the cloud engines)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if concurrency <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix=thread_name)
+    futures = [pool.submit(function, item) for item in items]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
