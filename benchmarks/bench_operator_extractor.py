@@ -102,7 +102,8 @@ def main() -> None:
     for row in target_photos:
         first[labels[row]] = row
     enrolled = np.array(sorted(first.values()))
-    db_file = args.work / "leaked-templates.npy"
+    # One file per target draw: two runs at once must never share (and rewrite) a memory-mapped database.
+    db_file = args.work / f"leaked-templates-t{args.targets}-s{args.seed}.npy"
     np.save(db_file, faceres[enrolled])
     target_rows = np.searchsorted(enrolled, target_photos)
 
