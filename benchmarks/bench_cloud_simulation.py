@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_LFW, emit, machine  # noqa: E402
+from bench_operator_extractor import CACHE, load_cache  # noqa: E402
 from bench_reconstruction import choose_targets  # noqa: E402
 
 from fvr_audit.audit import galleries  # noqa: E402
@@ -47,17 +48,11 @@ from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan  # noqa:
 from fvr_audit.engines.simulated import LocalRecognizer, simulated_aws_engine, simulated_azure_engine  # noqa: E402
 from fvr_audit.extractors.registry import get_extractor  # noqa: E402
 
-CACHE = Path(os.environ.get("FVR_AUDIT_CACHE", Path.home() / ".cache" / "fvr-audit"))
 RECOGNIZERS = {"aws:rekognition": "faceres-1024", "azure:face": "mobileface-256"}
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def load_cache(name: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(CACHE / "lfw" / f"{name}.npz", allow_pickle=False) as data:
-        return np.asarray(data["vectors"], np.float32), np.asarray(data["paths"]).astype(str)
 
 
 def main() -> None:

@@ -42,6 +42,9 @@ class EngineGallery:
     kind: str
     row_ids: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    #: Scores of gallery vectors against other identities, once enrolled (local engines; computed
+    #: once, shared by an ``--fmr`` threshold and the verification view).
+    impostors: np.ndarray | None = None
 
     @property
     def scores_every_identity(self) -> bool:
@@ -147,7 +150,7 @@ def enroll_all(states: list[EngineGallery], db: VectorDatabase, rows: np.ndarray
                     f"--engine-threshold {state.spec}=fmr: {state.engine.name} does not give the scores of impostor "
                     "pairs; give its threshold as a number on its own scale"
                 )
-            threshold, pairs = impostor_threshold(state.engine, fmr, seed)
+            threshold, pairs = impostor_threshold(state, fmr, seed)
             state.engine.set_threshold(threshold, f"--fmr {fmr:g} on {pairs} impostor pairs of its gallery")
 
 

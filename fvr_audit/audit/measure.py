@@ -54,9 +54,16 @@ def impostor_scores(engine: ScoresEveryIdentity, seed: int) -> np.ndarray:
     return matrix[~np.isnan(matrix)]
 
 
-def impostor_threshold(engine: ScoresEveryIdentity, fmr: float, seed: int) -> tuple[float, int]:
+def gallery_impostors(state: EngineGallery, seed: int) -> np.ndarray:
+    """The enrolled engine's impostor scores, computed once per scan."""
+    if state.impostors is None:
+        state.impostors = impostor_scores(state.engine, seed)
+    return state.impostors
+
+
+def impostor_threshold(state: EngineGallery, fmr: float, seed: int) -> tuple[float, int]:
     """The engine's threshold at false-match rate ``fmr``, and the impostor pairs it was set on."""
-    impostors = impostor_scores(engine, seed)
+    impostors = gallery_impostors(state, seed)
     return threshold_at_fmr(impostors, fmr), int(impostors.size)
 
 
@@ -130,7 +137,7 @@ def metric1(
     exhaustive = isinstance(engine, ScoresEveryIdentity)
     impostors = fmr_threshold = None
     if exhaustive:
-        impostors = impostor_scores(engine, settings.seed)
+        impostors = gallery_impostors(state, settings.seed)
         fmr_threshold = threshold_at_fmr(impostors, settings.fmr)
     else:
         cap = engine.info.max_k

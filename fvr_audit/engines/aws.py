@@ -29,25 +29,23 @@ from __future__ import annotations
 
 import random
 import string
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 
 from fvr_audit import __version__
-from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, IdentityHits, MatchingEngine
+from fvr_audit.engines.base import Gallery, IdentityHits
 from fvr_audit.engines.cloud import (
     QUERY_GEOMETRY,
     TAG_KEY,
+    CloudEngine,
     EnrolmentSummary,
     GalleryPhoto,
     LeftOver,
     gallery_photos,
-    map_in_order,
-    new_run_id,
     photo_bytes,
     query_image_bytes,
     resource_name,
@@ -214,13 +212,21 @@ def _is_no_face(exc: BaseException) -> bool:
 # -- the engine ----------------------------------------------------------------------------------
 
 
-class AwsRekognitionEngine(MatchingEngine):
+class AwsRekognitionEngine(CloudEngine):
     """F' = an Amazon Rekognition collection. ``client`` is a boto3 Rekognition client
     (:func:`rekognition_client`, or a stubbed / simulated one in tests).
 
     ``concurrency`` requests are in flight at once during enrolment and search; the defaults stay
     under Rekognition's default 5-50 TPS quotas, and throttling is retried anyway.
     """
+
+    ENGINE = ENGINE
+    MAX_K = MAX_SEARCH_FACES
+    SCORE_SCALE = "Rekognition similarity (0-100)"
+    SCORE_RANGE = (0.0, 100.0)
+    DEFAULT_THRESHOLD = DEFAULT_THRESHOLD
+    DEFAULT_THRESHOLD_SOURCE = "service default (FaceMatchThreshold 80)"
+    THRESHOLD_PARAMETER = "FaceMatchThreshold"
 
     def __init__(
         self,
@@ -237,63 +243,24 @@ class AwsRekognitionEngine(MatchingEngine):
         search_quality_filter: str = "NONE",
         index_quality_filter: str = "NONE",
     ) -> None:
+        super().__init__(run_id=run_id, threshold=threshold, threshold_source=threshold_source,
+                         concurrency=concurrency, retry=retry, sleep=sleep, rng=rng)
         self._client = client
-        self.run_id = run_id or new_run_id()
         self.collection_id = resource_name(self.run_id)
-        if threshold is None:
-            self.threshold = DEFAULT_THRESHOLD
-            self.threshold_source = "service default (FaceMatchThreshold 80)"
-        else:
-            if not 0.0 <= float(threshold) <= 100.0:
-                raise InputError(f"{ENGINE}: --threshold {threshold:g}: Rekognition similarity runs from 0 to 100")
-            self.threshold = float(threshold)
-            self.threshold_source = threshold_source or f"FaceMatchThreshold {float(threshold):g}, set"
         self.region = region or str(getattr(getattr(client, "meta", None), "region_name", "") or "")
-        if concurrency < 1:
-            raise InputError(f"{ENGINE}: concurrency must be 1 or more, got {concurrency}")
-        self.concurrency = concurrency
-        self.retry = retry
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self.search_quality_filter = search_quality_filter
         self.index_quality_filter = index_quality_filter
-        self._lock = threading.Lock()
-        #: Requests sent per operation, retries included (what the bill counts, throttled ones aside).
-        self.calls: Counter[str] = Counter()
-        self.queries_without_face = 0
         self.face_model_version = ""
-        self.enrolment: EnrolmentSummary | None = None
         self._collection_exists = False
-        self._identities: np.ndarray | None = None
         self._label_of_identity: dict[str, str] = {}
         self._most_faces_per_identity = 1
 
     # -- description -------------------------------------------------------------------------------
 
-    @property
-    def info(self) -> EngineInfo:
+    def _description(self) -> str:
         where = f" in {self.region}" if self.region else ""
         model = f", face model {self.face_model_version}" if self.face_model_version else ""
-        return EngineInfo(
-            name=ENGINE,
-            description=f"Amazon Rekognition collection {self.collection_id}{where}{model}",
-            geometry=QUERY_GEOMETRY,
-            dim=None,
-            sha256=None,
-            threshold=self.threshold,
-            max_k=MAX_SEARCH_FACES,
-            model=ENGINE,
-            gallery_kind=GalleryKind.PHOTOS,
-            score_scale="Rekognition similarity (0-100)",
-            threshold_source=self.threshold_source,
-            remote=True,
-        )
-
-    @property
-    def identities(self) -> np.ndarray:
-        if self._identities is None:
-            raise RuntimeError(f"{ENGINE}: no gallery enrolled")
-        return self._identities
+        return f"Amazon Rekognition collection {self.collection_id}{where}{model}"
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -321,9 +288,6 @@ class AwsRekognitionEngine(MatchingEngine):
         if error_code(exc) in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
             hint = "; check the AWS credentials and their rekognition:* permissions"
         return ServiceError(f"{ENGINE} {operation} ({self.collection_id}): {_error_message(exc)}{hint}")
-
-    def _map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        return map_in_order(function, items, self.concurrency, "fvr-aws")
 
     # -- enrolment ---------------------------------------------------------------------------------
 

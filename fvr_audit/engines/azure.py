@@ -25,25 +25,23 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 
-from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, IdentityHits, MatchingEngine
+from fvr_audit.engines.base import Gallery, IdentityHits
 from fvr_audit.engines.cloud import (
     AZURE_LIMITED_ACCESS,
     QUERY_GEOMETRY,
     TAG_KEY,
+    CloudEngine,
     EnrolmentSummary,
     GalleryPhoto,
     LeftOver,
     gallery_photos,
-    map_in_order,
-    new_run_id,
     photo_bytes,
     query_image_bytes,
     resource_name,
@@ -170,9 +168,17 @@ def tagged_run(user_data: str | None) -> str | None:
     return value.get(TAG_KEY) if isinstance(value, dict) else None
 
 
-class AzureFaceEngine(MatchingEngine):
+class AzureFaceEngine(CloudEngine):
     """F' = an Azure Face LargePersonGroup; ``admin`` and ``face`` are the SDK's
     FaceAdministrationClient and FaceClient (:func:`face_clients`)."""
+
+    ENGINE = ENGINE
+    MAX_K = MAX_CANDIDATES
+    SCORE_SCALE = "Azure Face identification confidence (0-1)"
+    SCORE_RANGE = (0.0, 1.0)
+    DEFAULT_THRESHOLD = DEFAULT_THRESHOLD
+    DEFAULT_THRESHOLD_SOURCE = "confidenceThreshold 0.5, sent by fvr-audit (the service's own default is unpublished)"
+    THRESHOLD_PARAMETER = "confidenceThreshold"
 
     def __init__(
         self,
@@ -189,61 +195,22 @@ class AzureFaceEngine(MatchingEngine):
         train_poll_s: float = TRAIN_POLL_S,
         train_timeout_s: float = TRAIN_TIMEOUT_S,
     ) -> None:
+        super().__init__(run_id=run_id, threshold=threshold, threshold_source=threshold_source,
+                         concurrency=concurrency, retry=retry, sleep=sleep, rng=rng)
         self._admin = admin
         self._face = face
-        self.run_id = run_id or new_run_id()
         self.group_id = resource_name(self.run_id)
-        if threshold is None:
-            self.threshold = DEFAULT_THRESHOLD
-            self.threshold_source = "confidenceThreshold 0.5, sent by fvr-audit (the service's own default is unpublished)"
-        else:
-            if not 0.0 <= float(threshold) <= 1.0:
-                raise InputError(f"{ENGINE}: --threshold {threshold:g}: Azure Face confidence runs from 0 to 1")
-            self.threshold = float(threshold)
-            self.threshold_source = threshold_source or f"confidenceThreshold {float(threshold):g}, set"
-        if concurrency < 1:
-            raise InputError(f"{ENGINE}: concurrency must be 1 or more, got {concurrency}")
-        self.concurrency = concurrency
-        self.retry = retry
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self.train_poll_s = train_poll_s
         self.train_timeout_s = train_timeout_s
-        self._lock = threading.Lock()
-        #: Requests sent per operation, retries included (Azure bills each transaction).
-        self.calls: Counter[str] = Counter()
-        self.queries_without_face = 0
-        self.enrolment: EnrolmentSummary | None = None
         self._group_exists = False
-        self._identities: np.ndarray | None = None
         self._label_of_person: dict[str, str] = {}
 
-    @property
-    def info(self) -> EngineInfo:
-        return EngineInfo(
-            name=ENGINE,
-            description=f"Azure AI Face LargePersonGroup {self.group_id} ({RECOGNITION_MODEL}, {DETECTION_MODEL})",
-            geometry=QUERY_GEOMETRY,
-            dim=None,
-            sha256=None,
-            threshold=self.threshold,
-            max_k=MAX_CANDIDATES,
-            model=ENGINE,
-            gallery_kind=GalleryKind.PHOTOS,
-            score_scale="Azure Face identification confidence (0-1)",
-            threshold_source=self.threshold_source,
-            remote=True,
-        )
+    def _description(self) -> str:
+        return f"Azure AI Face LargePersonGroup {self.group_id} ({RECOGNITION_MODEL}, {DETECTION_MODEL})"
 
     @property
     def limited_access(self) -> str:
         return AZURE_LIMITED_ACCESS
-
-    @property
-    def identities(self) -> np.ndarray:
-        if self._identities is None:
-            raise RuntimeError(f"{ENGINE}: no gallery enrolled")
-        return self._identities
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -263,9 +230,6 @@ class AzureFaceEngine(MatchingEngine):
         if _status(exc) in (401, 403):
             hint = f"; check {KEY_ENV} and that the resource is approved for identification ({AZURE_LIMITED_ACCESS})"
         return ServiceError(f"{ENGINE} {operation} ({self.group_id}): {_message(exc)}{hint}")
-
-    def _map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        return map_in_order(function, items, self.concurrency, "fvr-azure")
 
     # -- enrolment ---------------------------------------------------------------------------------
 

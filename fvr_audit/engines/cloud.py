@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY
-from fvr_audit.engines.base import Gallery
+from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, MatchingEngine
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import FaceGeometry
 
@@ -233,3 +233,69 @@ def map_in_order(function, items, concurrency: int, thread_name: str) -> list:
         return [future.result() for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class CloudEngine(MatchingEngine):
+    """What the cloud engines share: the threshold on the service's scale, the run id that names
+    what they create, request accounting, the enrolled identities and the description of the engine.
+    A subclass names its service in the class attributes and implements enroll, search and close."""
+
+    ENGINE: str
+    MAX_K: int
+    SCORE_SCALE: str
+    #: The service's score range, its default threshold and the request parameter that carries it.
+    SCORE_RANGE: tuple[float, float]
+    DEFAULT_THRESHOLD: float
+    DEFAULT_THRESHOLD_SOURCE: str
+    THRESHOLD_PARAMETER: str
+
+    def __init__(self, *, run_id: str | None, threshold: float | None, threshold_source: str, concurrency: int,
+                 retry, sleep, rng) -> None:
+        import random
+        import threading
+        from collections import Counter
+
+        self.run_id = run_id or new_run_id()
+        if threshold is None:
+            self.threshold = self.DEFAULT_THRESHOLD
+            self.threshold_source = self.DEFAULT_THRESHOLD_SOURCE
+        else:
+            low, high = self.SCORE_RANGE
+            if not low <= float(threshold) <= high:
+                raise InputError(
+                    f"--engine-threshold {self.ENGINE}={threshold:g}: {self.SCORE_SCALE} runs from {low:g} to {high:g}"
+                )
+            self.threshold = float(threshold)
+            self.threshold_source = threshold_source or f"{self.THRESHOLD_PARAMETER} {float(threshold):g}, set"
+        if concurrency < 1:
+            raise InputError(f"{self.ENGINE}: concurrency must be 1 or more, got {concurrency}")
+        self.concurrency = concurrency
+        self.retry = retry
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        #: Requests sent per operation, retries included (what the bill counts).
+        self.calls: Counter[str] = Counter()
+        self.queries_without_face = 0
+        self.enrolment: EnrolmentSummary | None = None
+        self._identities: np.ndarray | None = None
+
+    def _description(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            name=self.ENGINE, description=self._description(), geometry=QUERY_GEOMETRY, dim=None, sha256=None,
+            threshold=self.threshold, max_k=self.MAX_K, model=self.ENGINE, gallery_kind=GalleryKind.PHOTOS,
+            score_scale=self.SCORE_SCALE, threshold_source=self.threshold_source, remote=True,
+        )
+
+    @property
+    def identities(self) -> np.ndarray:
+        if self._identities is None:
+            raise RuntimeError(f"{self.ENGINE}: no gallery enrolled")
+        return self._identities
+
+    def _map(self, function, items) -> list:
+        return map_in_order(function, items, self.concurrency, f"fvr-{self.ENGINE.partition(':')[0]}")

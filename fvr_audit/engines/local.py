@@ -6,8 +6,8 @@ import numpy as np
 
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.engines.base import EngineInfo, Gallery, GalleryKind, IdentityHits, ScoresEveryIdentity
-from fvr_audit.errors import InputError
 from fvr_audit.engines.index import GalleryIndex, IndexSettings
+from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.vectors.npyfile import take_rows
 
