@@ -9,6 +9,7 @@ attention checks.
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +27,8 @@ K = 5
 
 runner = CliRunner()
 
-
-def clustered(identities: int, per_identity: int, dim: int, noise: float, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(identities, dim))
-    vectors = np.repeat(centres, per_identity, axis=0) + noise * rng.normal(size=(identities * per_identity, dim))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    labels = np.repeat([f"id{i:04d}" for i in range(identities)], per_identity)
-    paths = np.array([f"{label}/{j}.jpg" for label, j in zip(labels, np.tile(np.arange(per_identity), identities))])
-    return vectors.astype(np.float32), labels, paths
+sys.path.insert(0, str(Path(__file__).parent))
+from test_scan import clustered  # noqa: E402
 
 
 def make_scan(root: Path) -> tuple[Path, Path]:
