@@ -144,6 +144,69 @@ def choose_reconstructors(settings: ScanSettings, extractor: Extractor, notes: l
     return chosen
 
 
+#: Database rows drawn (seeded) to tune a generator to F: more than the steps x batch it draws.
+MAX_TUNING_ROWS = 4000
+
+
+def tune_parametric(reconstructors: list, settings: ScanSettings, extractor: Extractor, db, target_rows, notes: list[str],
+                    progress, timings: dict) -> list:
+    """The adapted parametric attacks, each replaced by its generator tuned to a white-box F when that
+    helps (:mod:`fvr_audit.reconstructors.parametric.fine_tuning`); trained on the database's rows
+    other than the targets' (and, with labels, other than their identities')."""
+    from fvr_audit.extractors.base import white_box_forward
+    from fvr_audit.reconstructors.parametric import ParametricReconstructor
+    from fvr_audit.reconstructors.parametric.fine_tuning import FineTuneSettings, fine_tune
+    from fvr_audit.vectors.npyfile import take_rows
+
+    adapted = [r for r in reconstructors if isinstance(r, ParametricReconstructor) and r.adapter is not None]
+    if not adapted or settings.fine_tune_steps == 0:
+        return reconstructors
+    forward, reason = white_box_forward(extractor)
+    if forward is None:
+        notes.append(f"parametric methods not tuned to {extractor.name}: tuning needs its gradients ({reason.split(';')[0]})")
+        return reconstructors
+    excluded = np.zeros(db.n, bool)
+    excluded[np.asarray(target_rows, np.int64)] = True
+    if db.has_labels:
+        labels = np.asarray(db.labels).astype(str)
+        excluded |= np.isin(labels, labels[np.asarray(target_rows, np.int64)])
+    candidates = np.flatnonzero(~excluded)
+    tune = FineTuneSettings(steps=settings.fine_tune_steps, seed=settings.seed)
+    if len(candidates) < tune.min_rows + 2:
+        notes.append(
+            f"parametric methods not tuned to {extractor.name}: the database has {len(candidates)} rows besides the "
+            f"targets' (at least {tune.min_rows + 2} are needed)"
+        )
+        return reconstructors
+    picked = np.sort(np.random.default_rng([settings.seed, 0x7E]).choice(
+        candidates, size=min(MAX_TUNING_ROWS, len(candidates)), replace=False))
+    rows = np.asarray(take_rows(db.vectors, picked), np.float32)
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    chosen = []
+    for reconstructor in reconstructors:
+        if reconstructor not in adapted:
+            chosen.append(reconstructor)
+            continue
+        mark = time.perf_counter()
+        tuned = fine_tune(
+            reconstructor.name, reconstructor.generator_file(extractor), reconstructor.adapter, extractor, rows, tune,
+            on_progress=progress(f"fine-tune: {reconstructor.name} to {extractor.name}", tune.steps),
+        )
+        timings[f"fine_tune_{reconstructor.name}_seconds"] = time.perf_counter() - mark
+        notes.append(tuned.describe())
+        if not tuned.kept:
+            chosen.append(reconstructor)
+            continue
+        extra = dict(settings.method_settings.get(reconstructor.name, {}))
+        extra["models"] = (tuned.folder, *settings.model_dirs)
+        replacement = get_reconstructor(reconstructor.name, **extra)
+        reason = replacement.supports(extractor)
+        if reason:  # the tuned file was written for this F: not finding it is a bug, not a user error
+            raise RuntimeError(f"{reconstructor.name}: the generator tuned to {extractor.name} is not found ({reason})")
+        chosen.append(replacement)
+    return chosen
+
+
 def method_summary(reconstructor, result, service_queries: int = 0) -> MethodSummary:
     info = reconstructor.info
     queries = np.asarray(result.queries)

@@ -113,7 +113,8 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     galleries.enroll_all(engines, db, rows, settings.ks, settings.fmr, settings.seed, settings.engine_thresholds)
     timings["galleries_seconds"] = time.perf_counter() - mark
 
-    # Reconstruct.
+    # Reconstruct (adapted generators first tuned to a white-box F on the other rows).
+    reconstructors = attacks.tune_parametric(reconstructors, settings, extractor, db, rows, notes, progress, timings)
     target_vectors = take_rows(db.vectors, rows)  # as stored: the driver normalises, as for reconstruct
     reconstructions, methods = attacks.reconstruct_all(
         reconstructors, target_vectors, extractor, settings.seed, progress, timings,

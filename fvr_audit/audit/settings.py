@@ -59,6 +59,9 @@ class ScanSettings:
     #: Without ``--calibration``: the tool's own synthetic faces embedded by F to fit that adapter
     #: (``--calibration-faces``; 0 turns self-calibration off).
     calibration_faces: int = 2000
+    #: ``--fine-tune-steps``: a white-box F gets the adapted generators tuned to it on the leaked
+    #: database's other rows (never the targets'), this many steps each; 0 turns tuning off.
+    fine_tune_steps: int = 200
     #: ``--rows``: audit exactly these database rows (0-based) instead of sampling ``sample`` of them.
     rows: tuple[int, ...] | None = None
     #: ``--query-budget``: queries to F the whole scan may send (checks, calibration, attacks and
@@ -86,6 +89,8 @@ def check_settings(settings: ScanSettings) -> None:
         raise InputError(f"--query-budget {settings.query_budget}: must be a positive number of queries")
     if settings.calibration_faces != 0 and settings.calibration_faces < 20:
         raise InputError(f"--calibration-faces {settings.calibration_faces}: give 0 (off) or at least 20 faces")
+    if settings.fine_tune_steps < 0:
+        raise InputError(f"--fine-tune-steps {settings.fine_tune_steps}: give 0 (off) or a positive number of steps")
     if not settings.ks or min(settings.ks) < 1:
         raise InputError(f"--k {list(settings.ks)}: every K must be a positive whole number")
     if not settings.ns or min(settings.ns) < 2:

@@ -98,6 +98,7 @@ def settings_summary(settings: ScanSettings, sources: GallerySources, gate_n: in
         "fmr": settings.fmr,
         "calibration": None if settings.calibration is None else str(settings.calibration),
         "calibration_faces": settings.calibration_faces,
+        "fine_tune_steps": settings.fine_tune_steps,
         "query_budget": settings.query_budget,
         "method_settings": {k: dict(v) for k, v in settings.method_settings.items()},
         "gallery_folder": None if sources.folder is None else str(sources.folder),

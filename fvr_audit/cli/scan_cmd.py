@@ -152,6 +152,11 @@ def register(app: typer.Typer) -> None:
             2000, "--calibration-faces",
             help="Without --calibration: synthetic faces the tool draws and F embeds to adapt the shipped generators (0: off).",
         ),
+        fine_tune_steps: int = typer.Option(
+            200, "--fine-tune-steps",
+            help="White-box F without generators of its own: tune the adapted generators to F on the database's "
+            "other rows (never the targets'), this many steps each (0: off).",
+        ),
         rows: Optional[str] = typer.Option(
             None, "--rows", help="Audit exactly these database rows (0-based, comma-separated) instead of --sample random ones."
         ),
@@ -219,6 +224,7 @@ def register(app: typer.Typer) -> None:
             model_dirs=tuple(models),
             calibration=calibration,
             calibration_faces=calibration_faces,
+            fine_tune_steps=fine_tune_steps,
             query_budget=query_budget,
             rows=None if rows is None else parse_int_list(rows, "--rows"),
             engine_thresholds=parse_engine_thresholds(engine_threshold),

@@ -450,12 +450,24 @@ def _slice(inputs, attrs, opset):
     axes = axes or list(range(len(starts)))
     steps = steps or [1] * len(starts)
     index = [slice(None)] * x.dim()
+    reversed_axes = []
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        if step < 0:
-            raise OnnxToTorchError("Slice: negative steps are not supported")
         size = x.shape[axis]
-        index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1), step)
-    return x[tuple(index)]
+        if step == 0:
+            raise OnnxToTorchError("Slice: a step of 0 is not allowed")
+        if step > 0:
+            index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1), step)
+            continue
+        # Negative steps (ONNX semantics: start clamped to [0, size-1], end to [-1, size-1]);
+        # torch has no negative-step slicing, so pick the indices explicitly.
+        start = start + size if start < 0 else start
+        end = end + size if end < 0 else end
+        start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+        reversed_axes.append((axis, torch.arange(start, end, step, dtype=torch.long, device=x.device)))
+    x = x[tuple(index)]
+    for axis, picks in reversed_axes:
+        x = x.index_select(axis if axis >= 0 else axis + x.dim(), picks)
+    return x
 
 
 @_op("Split")
@@ -517,13 +529,22 @@ def _expand(inputs, attrs, opset):
 def _resize(inputs, attrs, opset):
     x = inputs[0]
     mode = attrs.get("mode", "nearest")
-    if mode != "nearest" or attrs.get("coordinate_transformation_mode", "asymmetric") != "asymmetric":
-        raise OnnxToTorchError("Resize: only nearest with asymmetric coordinates is supported")
+    coordinates = attrs.get("coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric")
+    if mode == "nearest" and coordinates == "asymmetric" and attrs.get("nearest_mode", "round_prefer_floor") in ("floor", "round_prefer_floor"):
+        options = {"mode": "nearest"}
+    elif mode == "linear" and x.dim() in (3, 4, 5) and coordinates in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        kind = {3: "linear", 4: "bilinear", 5: "trilinear"}[x.dim()]
+        options = {"mode": kind, "align_corners": coordinates == "align_corners"}
+    else:
+        raise OnnxToTorchError(
+            f"Resize: mode {mode!r} with coordinate_transformation_mode {coordinates!r} is not supported "
+            "(nearest/asymmetric and linear/half_pixel or align_corners are)"
+        )
     scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and inputs[2].numel() else inputs[1]
     sizes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
     if sizes:
-        return F.interpolate(x, size=sizes[2:], mode="nearest")
-    return F.interpolate(x, scale_factor=[float(s) for s in scales.reshape(-1)[2:]], mode="nearest")
+        return F.interpolate(x, size=sizes[2:], **options)
+    return F.interpolate(x, scale_factor=[float(s) for s in scales.reshape(-1)[2:]], **options)
 
 
 # ----------------------------------------------------------------------------- the module
