@@ -75,6 +75,28 @@ def load_cache(name: str) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(data["vectors"], np.float32), np.asarray(data["paths"]).astype(str)
 
 
+def phases(timings: dict, report_seconds: float, targets: int) -> dict:
+    """The scan's wall time by phase: fixed costs (once per scan) and per-target costs (the attacks,
+    which grow with the targets), and what a scan of 100 targets would take by that split
+    (an extrapolation, labelled as one, when fewer targets were run)."""
+    fixed = {"calibration": timings.get("calibration_seconds", 0.0),
+             **{k.removeprefix("fine_tune_").removesuffix("_seconds") + " tuning": v
+                for k, v in timings.items() if k.startswith("fine_tune_")},
+             "galleries": timings.get("galleries_seconds", 0.0), "report": report_seconds}
+    per_target = {k.removeprefix("reconstruct_").removesuffix("_seconds"): v / targets
+                  for k, v in timings.items() if k.startswith("reconstruct_")}
+    per_target["matching"] = sum(timings.get(k, 0.0) for k in ("reidentify_seconds", "metrics_seconds", "system_match_seconds")) / targets
+    measured = sum(fixed.values()) + sum(per_target.values()) * targets
+    return {
+        "fixed_seconds": {k: round(v, 1) for k, v in fixed.items()},
+        "per_target_seconds": {k: round(v, 2) for k, v in per_target.items()},
+        "measured_total_seconds": round(measured, 1),
+        "targets": targets,
+        "total_seconds_for_100_targets": round(sum(fixed.values()) + sum(per_target.values()) * 100, 1),
+        "total_for_100_is": "measured" if targets == 100 else f"extrapolated from {targets} targets (fixed + 100 x per-target)",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, default=100)
@@ -87,11 +109,19 @@ def main() -> None:
     parser.add_argument("--query-budget", type=int, default=None)
     parser.add_argument("--topk-seeds", type=int, default=5)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="start from an empty user cache, so self-calibration and tuning are built and timed")
     args = parser.parse_args()
     from fvr_audit.cli.scan_cmd import parse_method_options
 
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FVR_AUDIT_CACHE", str(CACHE))
+    if args.fresh_cache:
+        import shutil
+
+        fresh = args.work / f"fresh-cache-{args.tag or 'run'}"
+        shutil.rmtree(fresh, ignore_errors=True)
+        os.environ["FVR_AUDIT_CACHE"] = str(fresh)
     faceres, paths = load_cache("faceres-1024")
     target_photos = choose_targets(paths, args.targets, args.seed)
     # one enrolled template per person: the target photo for the targets, the first photo otherwise
@@ -125,6 +155,8 @@ def main() -> None:
     settings = ScanSettings(
         sample=len(target_rows), seed=args.seed, methods=methods, engines=(), method_settings=parse_method_options(args.sets),
         calibration_faces=args.calibration_faces, query_budget=args.query_budget, rows=tuple(int(r) for r in target_rows),
+        # finished work units are kept: a run stopped midway (or failing after the scan) resumes them
+        work_dir=args.work / f"units-{args.tag or 'run'}-t{args.targets}-s{args.seed}",
     )
     started = time.perf_counter()
 
@@ -160,6 +192,8 @@ def main() -> None:
         "database": {"rows": int(len(enrolled)), "labelled": False, "file": str(db_file)},
         "targets": int(len(target_rows)),
         "timings": {**results.timings, "report_seconds": report_seconds},
+        "phases": phases(results.timings, report_seconds, len(target_rows)),
+        "fresh_cache": bool(args.fresh_cache),
         "notes": list(results.notes),
         "methods": {
             m.name: {

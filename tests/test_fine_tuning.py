@@ -148,6 +148,9 @@ def test_scan_tunes_adapted_generators_on_rows_other_than_the_targets(tmp_path, 
     for row in targets:  # no target's vector was tuned on
         assert np.abs(seen["naive"] - db[row]).max(axis=1).min() > 1e-6
     assert any("naive tuned to F" in note for note in results.notes)
+    naive = next(m for m in results.methods if m.name == "naive")
+    assert naive.settings["tuned"]["tuned_from"] == "reconstructor-naive-dlib-resnet128.onnx"
+    assert "user.onnx" in naive.models_used and "dlib-resnet128" in naive.models_used
     assert "fine_tune_naive_seconds" in results.timings
     assert results.settings["fine_tune_steps"] == 2
     assert attacks.MAX_TUNING_ROWS >= 87

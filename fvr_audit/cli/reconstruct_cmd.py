@@ -20,7 +20,7 @@ METHOD_HELP = (
     "or a trained one: nbnet, vec2face, naive (see `fvr-audit models`)."
 )
 PRESET_HELP = (
-    "Named settings: default (strong; eigenfaces 200 x 64 = 12,800 queries per target), "
+    "Named settings: default (strong; eigenfaces 50 x 64 = 3,200 queries per target), "
     "paper (eigenfaces: the paper's 2,000 x 64 = 128,000), fast (quick demo runs)."
 )
 

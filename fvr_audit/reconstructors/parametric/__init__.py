@@ -166,6 +166,9 @@ class ParametricReconstructor(Reconstructor):
                 "generation_seconds": round(generated, 3),
                 "vectors_per_second": round(len(vectors) / generated, 1) if generated > 0 else None,
                 "adapter": self.adapter.describe() if self.adapter else None,
+                # a generator tuned to F by the scan: from which shipped one, through which adapter, how
+                **({"tuned": {k: found.details.get(k) for k in ("tuned_from", "adapter", "training_data", "fine_tuning")}}
+                   if found.details.get("tuned_from") else {}),
             },
         )
 
