@@ -432,3 +432,13 @@ def test_cli_summary_table_shows_a_dash_where_there_is_no_sar():
         else:
             assert row[-1] == "—", row
     assert any(row[0] == "random" for row in table.rows)
+
+
+def test_limitations_name_the_commercial_services_that_judged(results, tmp_path):
+    local = render_report(results, tmp_path / "local", images=None, formats={"html"})[ReportFormat.HTML].read_text()
+    assert "Commercial face recognition services may re-identify more, or less." in local
+    first = results.engines[0]
+    cloud = dataclasses.replace(results, engines=(dataclasses.replace(first, remote=True), *results.engines[1:]))
+    html = render_report(cloud, tmp_path / "cloud", images=None, formats={"html"})[ReportFormat.HTML].read_text()
+    assert f"including the commercial service(s) {first.name} at their own thresholds" in html
+    assert "Commercial face recognition services may re-identify" not in html
