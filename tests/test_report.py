@@ -442,3 +442,15 @@ def test_limitations_name_the_commercial_services_that_judged(results, tmp_path)
     html = render_report(cloud, tmp_path / "cloud", images=None, formats={"html"})[ReportFormat.HTML].read_text()
     assert f"including the commercial service(s) {first.name} at their own thresholds" in html
     assert "Commercial face recognition services may re-identify" not in html
+
+
+def test_each_engine_block_names_its_strongest_fair_attack(results, tmp_path):
+    from fvr_audit.audit.verdict import strongest_attacks
+
+    html = render_report(results, tmp_path, images=None, formats={"html"})[ReportFormat.HTML].read_text()
+    gate_k, gate_n = results.verdict.k, results.verdict.n
+    best = strongest_attacks(results.records, gate_k, gate_n)
+    assert best, "the sample results have attacks at the gate"
+    for engine, record in best.items():
+        assert f"Strongest attack under this engine: <strong>{record.method}</strong>" in html
+    assert html.count("Strongest attack under this engine") == len(best)

@@ -44,6 +44,29 @@ def gate_records(records: Sequence[Record], k: int, n: int, *, attacks_only: boo
     ]
 
 
+def strength(record: Record) -> tuple[float, float]:
+    """How attacks are ranked, everywhere: the 95% lower bound of tpr first, then tpr itself."""
+    return (record.tpr_ci[0], record.tpr)
+
+
+def strongest_attacks(records: Sequence[Record], k: int, n: int, *, unfair: set[tuple[str, str]] = frozenset()) -> dict[str, Record]:
+    """Engine -> its strongest attack at the gate (``gate_records``), leaving out (method, engine)
+    pairs in ``unfair`` (an attack is never judged by an engine it used).
+
+    >>> a = Record("naive", "local:x", 1, 1000, 0.5, 0.5, 0.0, (0.4, 0.6), 0.001, 100, 5)
+    >>> b = Record("gradient", "local:x", 1, 1000, 0.6, 0.4, 0.0, (0.5, 0.7), 0.001, 100, 5)
+    >>> strongest_attacks([a, b], 1, 1000)["local:x"].method
+    'gradient'
+    >>> strongest_attacks([a, b], 1, 1000, unfair={("gradient", "local:x")})["local:x"].method
+    'naive'
+    """
+    best: dict[str, Record] = {}
+    for r in gate_records(records, k, n):
+        if (r.method, r.engine) not in unfair and (r.engine not in best or strength(r) > strength(best[r.engine])):
+            best[r.engine] = r
+    return best
+
+
 def judged_ns(records: Sequence[Record], n: int) -> dict[str, int]:
     """Engine -> the N the gate judges it at: ``n``, or its largest N when its gallery is smaller.
 
@@ -105,7 +128,7 @@ def decide_verdict(records: Sequence[Record], k: int, n: int, *, high_tpr: float
             "No reconstruction attack ran, so nothing was measured; this is not evidence of safety.",
             None, None, k, n, None, None, baseline,
         )
-    best = max(attacks, key=lambda r: (r.tpr_ci[0], r.tpr))
+    best = max(attacks, key=strength)
     n, baseline = best.n, best.baseline
     interval = f"(95% interval {best.tpr_ci[0]:.0%}-{best.tpr_ci[1]:.0%}; chance: {baseline:.2%})"
     if best.engine.startswith(SYSTEM_PREFIX):

@@ -38,7 +38,7 @@ from fvr_audit.audit.results import (
     RiskLevel,
 )
 from fvr_audit.audit.fairness import Judging, engine_model, judging
-from fvr_audit.audit.verdict import HIGH_TPR, judged_ns
+from fvr_audit.audit.verdict import HIGH_TPR, judged_ns, strongest_attacks
 from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
@@ -532,6 +532,9 @@ def _metric1(
             if any(c["record"] for c in cells):
                 rows.append({"method": method, "k": k, "cells": cells})
     summary = _engine(results, engine)
+    violations = _fairness(results, [engine])["violations"]
+    strongest = strongest_attacks(records, gate_k, gate_n, unfair=set(violations)).get(engine)
+    original = by_key.get(("original", strongest.k, strongest.n)) if strongest else None
     # One N only (an engine that returns its top matches): the top-matches figure shows it instead.
     svg = metric1_svg(records, engine, present, gate_k, gate_n, figure_id=f"fvr-metric1-{index}") if len(ns) > 1 else None
     return {
@@ -546,7 +549,10 @@ def _metric1(
         "rows": rows,
         "seeds": sorted({r.seeds for r in records}),
         "queries": sorted({r.queries for r in records}),
-        "violations": [m for m, e in _fairness(results, [engine])["violations"]],
+        "violations": [m for m, e in violations],
+        "strongest": strongest,
+        "original": original,
+        "share_of_original": strongest.tpr / original.tpr if strongest and original and original.tpr > 0 else None,
     }
 
 
