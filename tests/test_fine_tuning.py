@@ -106,6 +106,11 @@ def test_fine_tuning_keeps_a_generator_only_when_it_gains_and_caches_it(tmp_path
     assert tuned.supports(user) is None
     faces = tuned.generate(rows[:2], user)
     assert faces.shape == (2, 200, 200, 3) and faces.dtype == np.uint8
+    # a damaged cache entry is tuned again, not used and not an error
+    with open(first.folder / "reconstructor-naive-user.onnx", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\0" * 16)
+    assert not fine_tune("naive", generator, adapter, user, rows, settings).cached
 
 
 def test_fine_tuning_needs_enough_rows_besides_the_targets(tmp_path):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fvr_audit.errors import InputError
+from fvr_audit.errors import FvrAuditError, InputError
 from fvr_audit.extractors.base import Extractor
 
 #: Bump when the recipe changes, so old cached generators are not reused.
@@ -196,7 +196,6 @@ def fine_tune(
     import torch
 
     from fvr_audit.extractors.base import white_box_forward
-    from fvr_audit.model_store import load_manifest
     from fvr_audit.reconstructors.parametric.self_calibration import cache_dir
 
     settings = settings.validate()
@@ -209,9 +208,8 @@ def fine_tune(
     key = cache_key(method, extractor, generator.entry.sha256, adapter, rows, settings)
     folder = (cache_root or cache_dir() / "generators") / key
     file = f"reconstructor-{method}-{_safe(extractor.name)}.onnx"
-    record = folder / "fine-tuning.json"
-    if record.is_file() and (not json.loads(record.read_text()).get("kept") or file in load_manifest(folder)):
-        saved = json.loads(record.read_text())
+    saved = _cached_record(folder, file)
+    if saved is not None:
         if on_progress:
             on_progress(settings.steps)
         return FineTuned(method, folder if saved["kept"] else None, saved["training_rows"], saved["holdout_rows"],
@@ -251,11 +249,28 @@ def fine_tune(
         _write_tuned(model, tuned, folder, file, method, extractor, generator, adapter, len(train), settings, before, after, seconds)
     from fvr_audit.io.atomic import atomic_write_text
 
-    atomic_write_text(record, json.dumps({
+    atomic_write_text(folder / RECORD, json.dumps({
         "kept": kept, "training_rows": int(len(train)), "holdout_rows": int(held), "steps": settings.steps,
         "seconds": round(seconds, 1), "cosine_before": round(before, 4), "cosine_after": round(after, 4),
     }) + "\n", file_mode=0o600)
     return FineTuned(method, folder if kept else None, int(len(train)), int(held), settings.steps, seconds, before, after, False)
+
+
+RECORD = "fine-tuning.json"
+
+
+def _cached_record(folder: Path, file: str) -> dict | None:
+    """The record of an earlier tuning in ``folder``, when it and (if kept) its verified generator are
+    intact; None means tune again (a damaged or half-written cache entry costs a rebuild, nothing else)."""
+    from fvr_audit.model_store import model_path
+
+    try:
+        saved = json.loads((folder / RECORD).read_text())
+        if saved["kept"]:
+            model_path(file, folder)  # listed in the folder's manifest, sha256 verified
+        return saved
+    except (OSError, ValueError, KeyError, TypeError, FvrAuditError):
+        return None
 
 
 def _safe(name: str) -> str:
