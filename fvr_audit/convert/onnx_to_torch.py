@@ -624,6 +624,18 @@ class OnnxGraphModule(torch.nn.Module):
         if absent:
             raise OnnxToTorchError(f"graph outputs {absent} are never computed")
 
+    def make_trainable(self, names) -> None:
+        """Turn these initializers (ONNX names) into trainable parameters; the rest stay constants."""
+        for name in names:
+            slot = self._buffer_of[name]
+            value = getattr(self, slot)
+            delattr(self, slot)
+            self.register_parameter(slot, torch.nn.Parameter(value.clone()))
+
+    def initializer(self, name: str) -> Tensor:
+        """The current value of an initializer (ONNX name), trained or not."""
+        return getattr(self, self._buffer_of[name])
+
     @classmethod
     def from_file(cls, path: str | Path) -> OnnxGraphModule:
         return cls(onnx.load(str(path)))

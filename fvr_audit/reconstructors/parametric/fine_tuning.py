@@ -279,17 +279,11 @@ def _safe(name: str) -> str:
 
 def _modules(model):
     """(trainable torch module of ``model``, frozen copy)."""
-    import torch
-
     from fvr_audit.convert.onnx_to_torch import OnnxGraphModule
 
     tuned = OnnxGraphModule(model).eval()
     frozen = OnnxGraphModule(model).eval().requires_grad_(False)
-    slots = {tuned._buffer_of[name] for name in trainable_initializers(model)}
-    for slot in slots:
-        value = getattr(tuned, slot)
-        delattr(tuned, slot)
-        tuned.register_parameter(slot, torch.nn.Parameter(value.clone()))
+    tuned.make_trainable(trainable_initializers(model))
     return tuned, frozen
 
 
@@ -317,7 +311,7 @@ def _write_tuned(model, tuned, folder: Path, file: str, method: str, extractor: 
     from fvr_audit.io.atomic import atomic_write_bytes
     from fvr_audit.model_store import register_model
 
-    values = {name: getattr(tuned, tuned._buffer_of[name]).detach().numpy() for name in trainable_initializers(model)}
+    values = {name: tuned.initializer(name).detach().numpy() for name in trainable_initializers(model)}
     for k, initializer in enumerate(model.graph.initializer):
         if initializer.name in values:
             model.graph.initializer[k].CopyFrom(numpy_helper.from_array(values[initializer.name].astype(np.float32), initializer.name))
