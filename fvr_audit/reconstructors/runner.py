@@ -10,7 +10,7 @@ target's row in the vector set) and ``reconstructions.json``:
      "vectors_sha256": "...", "count": 100, "seed": 0, "settings": {...},
      "models_used": ["dlib-resnet128", "eigenfaces-lfw-train-100.npz"], "complete": true,
      "targets": [{"index": 0, "label": "Jane_Doe", "file": "00000.png", "similarity": 0.97,
-                  "queries": 12800, "seconds": 41.2, "trace": [[320, 0.61], ...]}, ...]}
+                  "queries": 3200, "seconds": 41.2, "trace": [[320, 0.61], ...]}, ...]}
 
 Targets are reconstructed in work units (``chunk_size`` targets, advancing together in batched
 calls to F) that an executor (:mod:`fvr_audit.execution`: this process, local processes, Ray)
