@@ -134,7 +134,10 @@ def main() -> None:
     enrolled = np.array(sorted(first.values()))
     # One file per target draw: two runs at once must never share (and rewrite) a memory-mapped database.
     db_file = args.work / f"leaked-templates-t{args.targets}-s{args.seed}.npy"
-    np.save(db_file, faceres[enrolled])
+    # Written to a new file and renamed: a run that has the old file memory-mapped keeps reading it.
+    partial = db_file.with_name(f".{os.getpid()}.{db_file.name}")  # ends in .npy: np.save keeps the name
+    np.save(partial, faceres[enrolled])
+    os.replace(partial, db_file)
     target_rows = np.searchsorted(enrolled, target_photos)
 
     model = user_copy(args.work)
