@@ -18,7 +18,7 @@ from fvr_audit.extractors.registry import get_extractor
 from fvr_audit.model_store import models_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # importlib mode: tests/ is not on sys.path
-from test_operator_extractor import conv_model, plain_database  # noqa: E402
+from test_operator_extractor import conv_model, plain_database, served  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -163,18 +163,11 @@ def test_scan_tunes_adapted_generators_on_rows_other_than_the_targets(tmp_path, 
 
 def test_scan_of_a_black_box_says_the_generators_were_not_tuned(tmp_path, monkeypatch):
     from fvr_audit.audit.scan import ScanSettings, run_scan
-    from fvr_audit.extractors.http_server import serve_extractor
-    from fvr_audit.extractors.registry import ExtractorOptions
 
     monkeypatch.delenv("FVR_AUDIT_HTTP_TOKEN", raising=False)
     local = get_extractor(str(conv_model(tmp_path / "user.onnx")))
     db = plain_database(tmp_path / "v.npy", local, rows=90)
-    server = serve_extractor(local)
-    try:
-        remote = get_extractor(server.url, ExtractorOptions(input_size=local.geometry.size, crop=local.geometry.template,
-                                                            padding=local.geometry.padding))
+    with served(local) as (_, remote):
         outcome = run_scan(db, remote, ScanSettings(sample=2, calibration_faces=40, methods=("naive",)))
-    finally:
-        server.close()
     notes = " ".join(outcome.results.notes)
     assert "not tuned" in notes and "gradients" in notes

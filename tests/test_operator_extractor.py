@@ -5,6 +5,8 @@ Everything here runs on the shipped models and small synthetic data: no face dat
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import shutil
 import sys
@@ -278,21 +280,28 @@ def test_a_wrong_preprocessing_is_warned_with_the_flags_to_try():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_endpoint_scan_counts_every_query_like_the_server(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def served(local):
+    """``local`` served on 127.0.0.1 (no token): (the server, the extractor that reaches it as a black box)."""
     from fvr_audit.extractors.http_server import serve_extractor
     from fvr_audit.extractors.registry import ExtractorOptions
 
+    server = serve_extractor(local)
+    try:
+        geometry = local.geometry
+        yield server, get_extractor(server.url, ExtractorOptions(input_size=geometry.size, crop=geometry.template,
+                                                                 padding=geometry.padding))
+    finally:
+        server.close()
+
+
+def test_endpoint_scan_counts_every_query_like_the_server(tmp_path, monkeypatch):
     monkeypatch.delenv("FVR_AUDIT_HTTP_TOKEN", raising=False)
     local = get_extractor(str(conv_model(tmp_path / "served.onnx")))
     db = plain_database(tmp_path / "v.npy", local, rows=15)
-    server = serve_extractor(local)
-    try:
-        remote = get_extractor(server.url, ExtractorOptions(input_size=64, crop=local.geometry.template,
-                                                            padding=local.geometry.padding))
+    with served(local) as (server, remote):
         outcome = run_scan(db, remote, ScanSettings(sample=3, calibration_faces=40, query_budget=1000,
                                                     methods=("eigenfaces", "naive", "nbnet", "vec2face")))
-    finally:
-        server.close()
     results = outcome.results
     phases = results.extractor["queries_by_phase"]
     assert results.extractor["queries_used"] == server.requests == remote.queries_used
