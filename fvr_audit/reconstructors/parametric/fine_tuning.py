@@ -229,7 +229,6 @@ def fine_tune(
     identity = _IdentityLoss(extractor, forward, settings.seed, zoom=settings.jitter_zoom)
     optimiser = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=settings.lr)
     rng = np.random.default_rng([settings.seed, 0xBA7C])
-    tuned.train(False)  # batch-norm keeps the shipped statistics
     for _ in range(settings.steps):
         v = torch.from_numpy(train[rng.choice(len(train), min(settings.batch, len(train)), replace=False)])
         faces = tuned(v)
@@ -281,7 +280,7 @@ def _modules(model):
     """(trainable torch module of ``model``, frozen copy)."""
     from fvr_audit.convert.onnx_to_torch import OnnxGraphModule
 
-    tuned = OnnxGraphModule(model).eval()
+    tuned = OnnxGraphModule(model).eval()  # eval: batch-norm keeps the shipped statistics while training
     frozen = OnnxGraphModule(model).eval().requires_grad_(False)
     tuned.make_trainable(trainable_initializers(model))
     return tuned, frozen
