@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10, help="targets advanced together and saved per chunk")
     parser.add_argument("--models", type=Path, action="append", default=[], help="nbnet/vec2face/naive: extra models folder")
     parser.add_argument("--adapter", type=Path, default=None, help="nbnet/vec2face/naive: adapter .npz (F -> the generator's F)")
+    parser.add_argument("--set", dest="method_settings", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="a method setting, as scan --set (e.g. gradient.surrogates=mobileface-256)")
     args = parser.parse_args()
 
     lfw = require_lfw(args.lfw)
@@ -245,6 +247,9 @@ def main() -> None:
     from fvr_audit.reconstructors.registry import get_reconstructor
     from fvr_audit.reconstructors.runner import load_reconstructions, reconstruct_to_folder
 
+    from fvr_audit.cli.scan_cmd import parse_method_options
+
+    chosen_settings = parse_method_options(args.method_settings)
     for method in [m for m in args.methods.split(",") if m]:
         settings = {}
         if args.iterations is not None:
@@ -259,6 +264,7 @@ def main() -> None:
                 from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 
                 settings["adapter"] = RidgeAdapter.load(args.adapter)
+        settings.update(chosen_settings.get(method, {}))
         reconstructor = get_reconstructor(method, **settings)
         work = args.work / f"{method}-{f.name}-{args.targets}-{args.seed}{('-' + args.tag) if args.tag else ''}"
         log(f"{method}: reconstructing {len(targets)} targets into {work}")

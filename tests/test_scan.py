@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,27 +15,11 @@ from fvr_audit.audit.scan import GallerySources, ScanSettings, run_scan
 from fvr_audit.cli.app import app
 from fvr_audit.extractors.registry import get_extractor
 
+# Helpers that live next to this file; pytest's importlib mode does not put tests/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_databases import clustered, write_two_engine_databases  # noqa: E402
+
 runner = CliRunner()
-
-
-def clustered(identities: int, per_identity: int, dim: int, noise: float, seed: int = 0):
-    """Unit vectors around one random centre per identity: a stand-in for a recognizer's space."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(identities, dim))
-    vectors = np.repeat(centres, per_identity, axis=0) + noise * rng.normal(size=(identities * per_identity, dim))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    labels = np.repeat([f"id{i:04d}" for i in range(identities)], per_identity)
-    paths = np.array([f"{label}/{j}.jpg" for label, j in zip(labels, np.tile(np.arange(per_identity), identities))])
-    return vectors.astype(np.float32), labels, paths
-
-
-def write_two_engine_databases(folder):
-    """db.npz (dlib-resnet128's 128-d space) and faceres.npz (1024-d), 300 identities x 3 each."""
-    vectors, labels, paths = clustered(300, 3, 128, noise=0.6)
-    np.savez(folder / "db.npz", vectors=vectors, labels=labels, paths=paths)
-    faceres, f_labels, f_paths = clustered(300, 3, 1024, noise=0.9, seed=1)
-    np.savez(folder / "faceres.npz", vectors=faceres, labels=f_labels, paths=f_paths)
-    return folder
 
 
 @pytest.fixture(scope="module")

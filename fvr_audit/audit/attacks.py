@@ -22,7 +22,7 @@ from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.extractors.base import Extractor
 from fvr_audit.reconstructors.base import ReconstructionResult
 from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS, available_reconstructors, get_reconstructor
-from fvr_audit.reconstructors.runner import load_reconstructions, reconstruct_to_folder
+from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
 def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
     """Fit the scan into ``--query-budget`` queries to F, or refuse before any attack query.
@@ -232,7 +232,8 @@ def method_summary(reconstructor, result, service_queries: int = 0) -> MethodSum
 
 def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extractor, seed: int, progress, timings: dict,
                     *, rows=None, execution: ExecutionSettings = ExecutionSettings(), work_dir: Path | None = None):
-    """Run every attack on the targets: method -> uint8 canonical images, and each method's summary.
+    """Run every attack on the targets: method -> uint8 canonical images, each method's summary, and
+    method -> {queries: earlier faces} of the query-driven attacks (for re-identification vs queries).
 
     Through the one reconstruction driver (:func:`~fvr_audit.reconstructors.runner.reconstruct_to_folder`)
     on ``execution``'s executor: target ``rows`` (database rows; default 0..T-1) seed each target,
@@ -245,8 +246,9 @@ def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extra
     rows = list(range(len(target_vectors))) if rows is None else [int(r) for r in rows]
     reconstructions: dict[str, np.ndarray] = {}
     summaries: list[MethodSummary] = []
+    checkpoints: dict[str, dict[int, np.ndarray]] = {}
     if not reconstructors:
-        return reconstructions, summaries
+        return reconstructions, summaries, checkpoints
     remote = execution.kind is not ExecutorKind.SERIAL
     if remote:
         require_specs(extractor, reconstructors, execution)
@@ -268,10 +270,13 @@ def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extra
             timings["remote_queries"] = timings.get("remote_queries", 0) + run.service_queries - here
             manifest, images = load_reconstructions(folder)
             reconstructions[reconstructor.name] = images
+            earlier = load_checkpoints(folder, manifest)
+            if earlier:
+                checkpoints[reconstructor.name] = earlier
             seconds = time.perf_counter() - mark
             timings[f"reconstruct_{reconstructor.name}_seconds"] = seconds
             summaries.append(method_summary(reconstructor, result_of(manifest, images, seconds), run.service_queries))
-    return reconstructions, summaries
+    return reconstructions, summaries, checkpoints
 
 
 def result_of(manifest: dict, images: np.ndarray, seconds: float) -> ReconstructionResult:

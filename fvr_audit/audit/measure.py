@@ -16,7 +16,7 @@ import numpy as np
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.audit.fairness import Judging, judging
 from fvr_audit.audit.galleries import EngineGallery, original_crops, original_vectors
-from fvr_audit.audit.results import MethodSummary, Record, SameClassFalsePositives, Verification
+from fvr_audit.audit.results import MethodSummary, QueryCurvePoint, Record, SameClassFalsePositives, Verification
 from fvr_audit.audit.settings import GallerySources, ScanSettings
 from fvr_audit.engines.base import IdentityHits, ScoresEveryIdentity
 from fvr_audit.metrics.topk import (
@@ -152,7 +152,7 @@ def metric1(
     for method_index, (method, answer) in enumerate(answers.items()):
         if exhaustive:
             rates, top1, false_positive, true_scores = _exhaustive_rates(
-                answer, labels, engine, settings, np.random.default_rng([settings.seed, engine_index, method_index])
+                answer, labels, engine, settings, _subset_draws(settings, engine_index, method_index)
             )
         else:
             rates, top1, false_positive = _hits_rates(answer, labels, engine, settings)
@@ -172,6 +172,55 @@ def metric1(
                 Verification(method, engine.name, settings.fmr, fmr_threshold, sar,
                              wilson_interval(sar * len(labels), len(labels)), int(impostors.size))
             )
+    return out
+
+
+def _subset_draws(settings: ScanSettings, engine_index: int, method_index: int) -> np.random.Generator:
+    """The random N-subsets of one (engine, method): a fresh generator, so that the same draws can be
+    made again for that method's earlier faces (its query curve) as for its table figures."""
+    return np.random.default_rng([settings.seed, engine_index, method_index])
+
+
+def query_curve(
+    state: EngineGallery,
+    answers: dict[str, np.ndarray | list[IdentityHits]],
+    checkpoints: dict[str, dict[int, np.ndarray]],
+    summaries: list[MethodSummary],
+    labels: np.ndarray,
+    settings: ScanSettings,
+    engine_index: int,
+    gate_n: int,
+) -> list[QueryCurvePoint]:
+    """tpr at the gate's K and N against queries per target, for each attack that kept earlier faces.
+
+    Each checkpoint's faces are scored over the very N-subsets drawn for the attack's final faces
+    (:func:`_subset_draws`), so the curve ends on the figure of the table. Only an engine that
+    scores every identity draws it (a cloud engine would be paid again per checkpoint), and never
+    for an attack the engine may not judge (not in ``answers``)."""
+    engine = state.engine
+    if not isinstance(engine, ScoresEveryIdentity):
+        return []
+    true_index = np.searchsorted(engine.identities, labels)
+    spent = {summary.name: summary.queries_per_target_max for summary in summaries}
+    order = list(answers)
+    out: list[QueryCurvePoint] = []
+    for method, earlier in checkpoints.items():
+        if method not in answers:
+            continue
+        points = [
+            (queries, engine.identity_scores(crop_from_canonical(images, engine.info.geometry)), False)
+            for queries, images in sorted(earlier.items())
+        ]
+        points.append((spent[method], answers[method], True))
+        for queries, matrix, final in points:
+            rates = topk_sweep(
+                matrix, true_index, list(settings.ks), list(settings.ns), seeds=settings.draws,
+                threshold=engine.info.threshold, rng=_subset_draws(settings, engine_index, order.index(method)),
+            )
+            n = min(gate_n, len(engine.identities))
+            gate = next((r for r in rates if r.k == settings.gate_k and r.n == n), None)
+            if gate is not None:
+                out.append(QueryCurvePoint(method, engine.name, int(queries), gate.k, gate.n, gate.tpr, gate.tpr_ci, final))
     return out
 
 

@@ -59,6 +59,22 @@ class Record:
 
 
 @dataclass(frozen=True)
+class QueryCurvePoint:
+    """Metric 1 at the gate's K and N for the faces a query-driven attack held after ``queries``
+    queries per target (at most): how re-identification grows with what the attacker spends."""
+
+    method: str
+    engine: str
+    queries: int
+    k: int
+    n: int
+    tpr: float
+    tpr_ci: tuple[float, float]
+    #: The attack's answer (its final faces), not an earlier checkpoint.
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class SameClassFalsePositives:
     method: str
     engine: str
@@ -166,6 +182,8 @@ class AuditResults:
     verdict: Verdict
     timings: dict
     notes: tuple[str, ...] = ()
+    #: Re-identification against queries of the query-driven (black-box) attacks, per local engine.
+    query_curve: tuple[QueryCurvePoint, ...] = ()
 
     def to_json_dict(self) -> dict:
         body = _plain(self)
@@ -247,6 +265,7 @@ def results_from_json(body: dict, *, source: str = "results.json") -> AuditResul
             verdict=make(Verdict, verdict),
             timings=body["timings"],
             notes=tuple(body.get("notes", ())),
+            query_curve=tuple(make(QueryCurvePoint, p) for p in body.get("query_curve", ())),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{source}: malformed results ({type(error).__name__}: {error})") from None

@@ -116,7 +116,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     # Reconstruct (adapted generators first tuned to a white-box F on the other rows).
     reconstructors = attacks.tune_parametric(reconstructors, settings, extractor, db, rows, notes, progress, timings)
     target_vectors = take_rows(db.vectors, rows)  # as stored: the driver normalises, as for reconstruct
-    reconstructions, methods = attacks.reconstruct_all(
+    reconstructions, methods, checkpoints = attacks.reconstruct_all(
         reconstructors, target_vectors, extractor, settings.seed, progress, timings,
         rows=rows, execution=settings.execution, work_dir=settings.work_dir,
     )
@@ -127,6 +127,12 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     timings["reidentify_seconds"] = time.perf_counter() - mark
     mark = time.perf_counter()
     measured = [measure.metric1(s, a, labels, settings, i) for i, (s, a) in enumerate(zip(engines, answers))]
+    gate_n = settings.gate_n or max(settings.ns)
+    curve = [
+        point
+        for i, (s, a) in enumerate(zip(engines, answers))
+        for point in measure.query_curve(s, a, checkpoints, methods, labels, settings, i, gate_n)
+    ]
     timings["metrics_seconds"] = time.perf_counter() - mark
 
     # The deployed system itself: F against every row of the leaked database (needs no labels).
@@ -140,7 +146,6 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
     # Verdict: Metric 1 by independent engines is the stronger statement; the system's own figures
     # set it only when nothing else was measured (no labels, or no engine).
     records = [r for m in measured for r in m.records]
-    gate_n = settings.gate_n or max(settings.ns)
     verdict = decide_verdict(records, settings.gate_k, gate_n)
     if verdict.level is RiskLevel.NOT_ASSESSED:
         verdict = decide_verdict(system_records, settings.gate_k, gate_n)
@@ -169,6 +174,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
         verdict=verdict,
         timings={k: round(v, 2) for k, v in timings.items()},
         notes=tuple(notes),
+        query_curve=tuple(curve),
     )
     return ScanOutput(results, reconstructions, galleries.original_images(db, rows, sources))
 

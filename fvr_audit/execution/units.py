@@ -51,6 +51,8 @@ class UnitResult:
     #: The attack's result settings without the per-target traces (which are in ``traces``).
     settings: dict = field(default_factory=dict, repr=False)
     traces: tuple = field(default=(), repr=False)
+    #: Earlier faces of a query-driven attack (``Checkpoint``s, images in the unit's target order).
+    checkpoints: tuple = field(default=(), repr=False)
     #: Requests the worker's own copy of F sent (an endpoint's cost; 0 for local models).
     service_queries: int = 0
     #: Where it ran (host and process), for messages.

@@ -90,6 +90,7 @@ def run_unit(unit: WorkUnit, resolve: Resolver = build_from_specs) -> UnitResult
         models_used=tuple(result.models_used),
         settings=settings,
         traces=tuple(traces),
+        checkpoints=tuple(result.checkpoints),
         service_queries=int(extractor.queries_used - before),
         worker=worker_name(),
     )

@@ -45,6 +45,16 @@ class ReconstructorInfo:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The faces an attack held once it had spent ``queries`` queries per target (at most: a target
+    that stopped earlier holds its final face), so re-identification can be read against queries."""
+
+    queries: int
+    #: uint8 [N, 200, 200, 3], in target order.
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
 class ReconstructionResult:
     """Reconstructions of N vectors."""
 
@@ -58,6 +68,8 @@ class ReconstructionResult:
     #: Names of every model the attack touched (F itself and any surrogate): the fairness record.
     models_used: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
+    #: Earlier faces of a query-driven attack, by increasing queries (empty for the others).
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 ProgressCallback = Callable[[int], None]

@@ -47,6 +47,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.reconstructors.base import (
     AttackAccess,
+    Checkpoint,
     ProgressCallback,
     ReconstructionResult,
     Reconstructor,
@@ -106,6 +107,9 @@ class EigenfacesSettings:
     jitter_flip: bool = True
     #: Similarity trace points kept per target (for similarity-vs-queries curves).
     trace_points: int = 40
+    #: Earlier faces kept for the re-identification-vs-queries curve: after 1/2, 1/4, ... of the
+    #: iterations, this many (0: none). They cost no queries.
+    checkpoints: int = 4
     basis: str = DEFAULT_BASIS_FILE
 
     def jittered(self) -> bool:
@@ -131,6 +135,8 @@ class EigenfacesSettings:
             raise InputError(f"eigenfaces: update 'es' uses antithetic pairs; batch {self.batch} must be even")
         if self.jittered() and self.update != "es":
             raise InputError("eigenfaces: jitter needs update 'es' (best-of-batch cannot compare moving views)")
+        if self.checkpoints < 0:
+            raise InputError(f"eigenfaces: checkpoints {self.checkpoints} must be >= 0")
         if not 0 <= self.blob_share <= 1:
             raise InputError(f"eigenfaces: blob_share {self.blob_share} must be between 0 and 1")
         if self.step <= 0 or self.step_final <= 0:
@@ -240,6 +246,8 @@ class EigenfacesReconstructor(Reconstructor):
         jitter = s.jittered()
         smooth = np.full(n, np.nan)
         history: list[list[float]] = [[] for _ in range(n)]
+        snapshot_after = checkpoint_iterations(iterations, s.checkpoints)
+        checkpoints: list[Checkpoint] = []
 
         for it in range(iterations):
             rows = np.flatnonzero(active)
@@ -283,6 +291,9 @@ class EigenfacesReconstructor(Reconstructor):
                     active[r] = False
                 if (it + 1) % trace_every == 0 or it == iterations - 1 or not active[r]:
                     trace[r].append([int(queries[r]), round(float(shown), 5)])
+            if it + 1 in snapshot_after:  # the face each target holds now (jitter: its current z)
+                held = _render(basis, np.clip(z, -s.clip, s.clip)) if jitter else best_img.copy()
+                checkpoints.append(Checkpoint((it + 1) * s.batch, held))
         if jitter or iterations == 0:
             # Jittered scores are of moving views: the answer is the final face, scored as it is.
             final = np.clip(z, -s.clip, s.clip)
@@ -293,6 +304,8 @@ class EigenfacesReconstructor(Reconstructor):
             queries += 1
             for r in range(n):
                 trace[r].append([int(queries[r]), round(float(best_sim[r]), 5)])
+        kept = {c.queries for c in checkpoints}  # every target stopped early: later checkpoints hold the answer
+        checkpoints += [Checkpoint(it * s.batch, best_img) for it in sorted(snapshot_after) if it * s.batch not in kept]
         if on_progress:
             on_progress(n)
         settings = {"preset_resolved": asdict(s), "iterations_run": int(iterations), "trace": trace}
@@ -303,6 +316,7 @@ class EigenfacesReconstructor(Reconstructor):
             seconds=time.perf_counter() - start,
             models_used=(extractor.name, s.basis),
             settings=settings,
+            checkpoints=tuple(checkpoints),
         )
 
     def _perturbations(
@@ -335,6 +349,16 @@ class EigenfacesReconstructor(Reconstructor):
         g = (utility[:half] - utility[half:]) @ deltas[:half]  # antithetic estimate
         rms = math.sqrt(float(((g * sigma_rms) ** 2).sum())) + 1e-12
         return np.clip(z + g * (s.es_rate * eps / rms), -s.clip, s.clip).astype(np.float32)
+
+
+def checkpoint_iterations(iterations: int, count: int) -> set[int]:
+    """The iterations after which earlier faces are kept: 1/2, 1/4, ... of ``iterations`` (distinct,
+    at least one iteration, never the last one, whose face is the answer itself).
+
+    >>> sorted(checkpoint_iterations(50, 4)), sorted(checkpoint_iterations(8, 4)), checkpoint_iterations(50, 0)
+    ([3, 6, 12, 25], [1, 2, 4], set())
+    """
+    return {it for it in (iterations // 2**j for j in range(1, count + 1)) if 1 <= it < iterations}
 
 
 def _render(basis: EigenBasis, z: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -10,7 +10,11 @@ target's row in the vector set) and ``reconstructions.json``:
      "vectors_sha256": "...", "count": 100, "seed": 0, "settings": {...},
      "models_used": ["dlib-resnet128", "eigenfaces-lfw-train-100.npz"], "complete": true,
      "targets": [{"index": 0, "label": "Jane_Doe", "file": "00000.png", "similarity": 0.97,
-                  "queries": 3200, "seconds": 41.2, "trace": [[320, 0.61], ...]}, ...]}
+                  "queries": 3200, "seconds": 41.2, "trace": [[320, 0.61], ...],
+                  "checkpoints": [[192, "checkpoints/00000-q000192.png"], ...]}, ...]}
+
+A query-driven attack also leaves the faces it held after fewer queries (``checkpoints/``), from
+which re-identification is read against queries.
 
 Targets are reconstructed in work units (``chunk_size`` targets, advancing together in batched
 calls to F) that an executor (:mod:`fvr_audit.execution`: this process, local processes, Ray)
@@ -43,6 +47,8 @@ from fvr_audit.reconstructors.base import Reconstructor, target_seed
 
 MANIFEST = "reconstructions.json"
 FORMAT = "fvr-audit-reconstructions"
+#: Subfolder of the earlier (checkpoint) faces of a query-driven attack.
+CHECKPOINTS = "checkpoints"
 VERSION = 1
 #: Targets per work unit (they advance together in batched calls to F, and are saved together).
 #: Small enough that a few dozen targets keep several workers busy; the same on every executor.
@@ -224,6 +230,12 @@ def reconstruct_to_folder(
             for j, row in enumerate(result.rows):
                 file = f"{row:05d}.png"
                 atomic_write_bytes(folder / file, png_bytes(result.images[j]))
+                earlier = []  # [queries, file] of each checkpoint face, written before the record names it
+                for checkpoint in result.checkpoints:
+                    name = f"{CHECKPOINTS}/{row:05d}-q{checkpoint.queries:06d}.png"
+                    private_mkdir(folder / CHECKPOINTS)
+                    atomic_write_bytes(folder / name, png_bytes(checkpoint.images[j]))
+                    earlier.append([int(checkpoint.queries), name])
                 records[row] = {
                     "index": int(row),
                     "label": label_of(row),
@@ -232,6 +244,7 @@ def reconstruct_to_folder(
                     "queries": int(result.queries[j]),
                     "seconds": round(per_target_seconds, 3),
                     "trace": result.traces[j] if j < len(result.traces) else [],
+                    **({"checkpoints": earlier} if earlier else {}),
                 }
             service_queries += result.service_queries
             for name in result.models_used:
@@ -345,6 +358,26 @@ def build_reconstructor(
     except TypeError as exc:  # a factory without one of these keywords
         flags_given = ", ".join("--" + key.replace("_", "-") for key in given)
         raise InputError(f"{method}: does not take one of {flags_given} ({exc})") from None
+
+
+def load_checkpoints(folder: str | Path, manifest: dict) -> dict[int, np.ndarray]:
+    """queries -> uint8 [N, 200, 200, 3] earlier faces, in target order, for each checkpoint every
+    target of the folder has (an attack without checkpoints: empty)."""
+    folder = Path(folder)
+    targets = manifest.get("targets", [])
+    per_target = [dict((int(q), str(f)) for q, f in t.get("checkpoints", [])) for t in targets]
+    common = set.intersection(*(set(c) for c in per_target)) if per_target else set()
+    out = {}
+    for queries in sorted(common):
+        images = []
+        for files in per_target:
+            path = folder / files[queries]
+            if path.parent.resolve() != (folder / CHECKPOINTS).resolve():
+                raise InputError(f"{folder / MANIFEST}: checkpoint file {files[queries]!r} is outside {CHECKPOINTS}/")
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        out[queries] = np.stack(images)
+    return out
 
 
 def load_reconstructions(folder: str | Path) -> tuple[dict, np.ndarray]:
