@@ -8,6 +8,7 @@ from fvr_audit.audit.results import (
     AuditResults,
     EngineSummary,
     MethodSummary,
+    QueryCurvePoint,
     Record,
     SameClassFalsePositives,
     Target,
@@ -93,6 +94,11 @@ def sample_results(targets: int = 12) -> AuditResults:
         verdict=decide_verdict(records, 1, 1000),
         timings={"total_seconds": 42.0},
         notes=("synthetic results for layout tests",),
+        query_curve=tuple(
+            QueryCurvePoint("eigenfaces", e, q, 1, 1000, tpr if "dlib" in e else tpr * 0.7, wilson_interval(tpr * targets, targets), q == 1280)
+            for e in ENGINES
+            for q, tpr in ((160, 0.1), (320, 0.2), (640, 0.35), (1280, 0.5) if "dlib" in e else (1280, 0.4))
+        ),
     )
 
 

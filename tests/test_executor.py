@@ -91,7 +91,7 @@ def test_reconstruct_gives_the_scans_faces(database, serial_scan, tmp_path):
                                      "-q", "--rows", ",".join(map(str, targets))])
         assert result.exit_code == 0, result.output
         scanned = pngs(serial_scan / "reconstructions" / method)
-        made = pngs(folder)
+        made = {name: data for name, data in pngs(folder).items() if not name.startswith("checkpoints/")}
         assert len(made) == len(targets)
         for row in targets:
             assert made[f"{row:05d}.png"] == scanned[f"{row:06d}.png"], (method, row)

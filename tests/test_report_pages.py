@@ -118,7 +118,7 @@ def test_long_lists_are_counted_not_printed():
 def test_similarity_vs_queries_plot_in_section_2(results):
     page = render_html(results)
     tested = page[page.index('<section id="what-was-tested"') : page.index('<section id="metric-1"')]
-    assert tested.count("<svg") == 1
+    assert tested.count("<svg") == 2  # similarity and re-identification against queries
     assert 'aria-label="Similarity to the leaked vector against queries to F, per attack"' in tested
     for method in ("eigenfaces", "gradient"):
         assert f">{method} (median, quartiles)</text>" in tested
@@ -127,7 +127,8 @@ def test_similarity_vs_queries_plot_in_section_2(results):
 def test_no_similarity_plot_without_traces(results):
     import dataclasses
 
-    bare = dataclasses.replace(results, methods=tuple(dataclasses.replace(m, settings={}) for m in results.methods))
+    bare = dataclasses.replace(results, methods=tuple(dataclasses.replace(m, settings={}) for m in results.methods),
+                               query_curve=())
     page = render_html(bare)
     tested = page[page.index('<section id="what-was-tested"') : page.index('<section id="metric-1"')]
     assert "<svg" not in tested

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from fvr_audit.audit.results import Record
+from fvr_audit.audit.results import QueryCurvePoint, Record
 
 #: Okabe-Ito colours (readable by colour-blind readers and in greyscale print), for attacks.
 ATTACK_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#7F7F7F")
@@ -322,6 +322,54 @@ def similarity_svg(traces: dict[str, Sequence], styles: dict[str, MethodStyle], 
         ax.spines[side].set_visible(False)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _to_inline_svg(figure, figure_id, "Similarity to the leaked vector against queries to F, per attack")
+
+
+#: Line styles of the engines in the re-identification-vs-queries figure (colour is the method's).
+ENGINE_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, MethodStyle], *, figure_id: str,
+                         same_system: Sequence[str] = ()) -> str | None:
+    """tpr at the gate's K and N against queries per target: one line per (attack, engine), its 95%
+    interval shaded, chance K/N dashed. ``points`` are the scan's ``query_curve``; engines in
+    ``same_system`` (F itself) are labelled so. None when there are no points."""
+    series: dict[tuple[str, str], list[QueryCurvePoint]] = {}
+    for point in points:
+        series.setdefault((point.method, point.engine), []).append(point)
+    if not series:
+        return None
+    engines = sorted({engine for _, engine in series})
+    figure = Figure(figsize=(6.4, 2.6))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    figure.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.2)
+    for (method, engine), line in series.items():
+        line = sorted(line, key=lambda p: p.queries)
+        style = styles.get(method) or MethodStyle("#555555", "-", "o", 1.8, method)
+        q = [p.queries for p in line]
+        ax.fill_between(q, [p.tpr_ci[0] for p in line], [p.tpr_ci[1] for p in line], color=style.colour, alpha=0.1,
+                        linewidth=0)
+        ax.plot(q, [p.tpr for p in line], color=style.colour, marker=style.marker, markersize=4,
+                linestyle=ENGINE_LINESTYLES[engines.index(engine) % len(ENGINE_LINESTYLES)], linewidth=1.6,
+                label=_mpl_text(f"{style.label} under {engine}{' (F itself)' if engine in same_system else ''}"))
+    first = next(iter(series.values()))[0]
+    ticks = sorted({p.queries for p in points})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{q:,}" for q in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.axhline(first.k / first.n, color="#888888", linestyle=(0, (2, 2)), linewidth=1.0,
+               label=_mpl_text(f"chance (K/N = {first.k}/{first.n})"))
+    ax.set_xlabel("queries to F per target (at most)", fontsize=8.5)
+    ax.set_ylabel(_mpl_text(f"re-identified, top-{first.k} of {first.n}"), fontsize=8.5)
+    ax.set_ylim(0, 1.0)
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="upper left", fontsize=7.5, frameon=False)
+    return _to_inline_svg(figure, figure_id, "Re-identification against queries to F, per black-box attack and engine")
 
 
 #: tpr / fpr / no-match colours of the outcome bars (Okabe-Ito: blue, vermillion, grey).

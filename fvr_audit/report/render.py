@@ -43,7 +43,14 @@ from fvr_audit.errors import InputError
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
 from fvr_audit.report.images import REDACT_GRID, ReportImages, face_data_uri
-from fvr_audit.report.plots import method_styles, metric1_svg, metric2_svg, outcome_bars_svg, similarity_svg
+from fvr_audit.report.plots import (
+    method_styles,
+    metric1_svg,
+    metric2_svg,
+    outcome_bars_svg,
+    reidentification_svg,
+    similarity_svg,
+)
 
 #: Environment variable naming a folder of templates that override the built-in ones.
 TEMPLATES_ENV = "FVR_AUDIT_TEMPLATES"
@@ -311,6 +318,7 @@ def report_context(
         "first_faces": _first_faces(results, gallery, FIRST_PAGE_TARGETS),
         "no_originals_reason": _no_originals_reason(results, images),
         "similarity_svg": _similarity(results, styles),
+        "reidentification_svg": _reidentification(results, styles),
         "provenance": _provenance(results),
     }
 
@@ -677,6 +685,13 @@ def _similarity(results: AuditResults, styles: dict) -> Markup | None:
         if isinstance(m.settings.get(TRACE_KEY), (list, tuple)) and m.settings[TRACE_KEY]
     }
     svg = similarity_svg(traces, styles, figure_id="fvr-similarity") if traces else None
+    return Markup(svg) if svg else None
+
+
+def _reidentification(results: AuditResults, styles: dict) -> Markup | None:
+    """The re-identification-vs-queries figure of the black-box attacks (section 2), from ``query_curve``."""
+    same_system = [e.name for e in results.engines if e.is_f]
+    svg = reidentification_svg(results.query_curve, styles, figure_id="fvr-reidentification", same_system=same_system)
     return Markup(svg) if svg else None
 
 
