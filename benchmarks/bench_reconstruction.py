@@ -22,6 +22,12 @@ Protocol (issue #4):
   benchmark continues unfinished reconstructions in ``--work``).
 * Fairness: the attacks use F (and the eigenface basis) only; the JSON records ``models_used``
   and flags an F' that the attack touched (F' = F is the same-system re-identification row).
+* ``--dataset att``: the same attacks on a second data set, to show nothing is tuned to LFW:
+  targets are the 40 AT&T identities (``../shared/data/att_faces``, grey 92 x 112 PGM, one face
+  each drawn at random; no attack or generator saw any of them), and each judge's gallery is their
+  other nine faces plus every LFW photo as distractors (5,789 identities).
+* ``reidentification_vs_queries`` (attacks that keep earlier faces: eigenfaces): per judge,
+  [queries, tpr@1 at N = 1000] of the faces held after 1/16 ... 1/2 of the iterations and at the end.
 * ``curve``: [queries, mean over targets of the best similarity so far] from each target's trace
   (eigenfaces: the best candidate's cosine as F saw it in that iteration's view, then the final
   unjittered scoring; gradient: the smoothed cosine of the jittered views at each step).
@@ -31,6 +37,13 @@ Commands used for the figures in the issue #4 report:
     python benchmarks/bench_reconstruction.py --methods gradient > gradient.json
     python benchmarks/bench_reconstruction.py --methods eigenfaces --query-budget 3200 --tag q3200 > eig.json
     python benchmarks/bench_reconstruction.py --methods eigenfaces --targets 10 --tag default10 > eig10.json
+
+Issue #12 (stronger attacks; both judges, both data sets):
+
+    python benchmarks/bench_reconstruction.py --dataset att --targets 40 --methods gradient,naive,nbnet,vec2face,eigenfaces \
+        --engines dlib-resnet128,faceres-1024,mobileface-256 > benchmarks/results_reconstruction_att40.json
+    python benchmarks/bench_reconstruction.py --methods gradient --engines dlib-resnet128,faceres-1024,mobileface-256 \
+        --set gradient.surrogates=mobileface-256 --targets 12 --tag s   # a surrogate (then not a judge)
 
 Prints JSON on stdout; progress on stderr.
 """
@@ -120,6 +133,44 @@ def lfw_embeddings(lfw: Path, extractors: list[Extractor], policy: NoFacePolicy 
     return result
 
 
+def att_embeddings(att: Path, extractors: list[Extractor], policy: NoFacePolicy = NoFacePolicy.CENTER) -> dict:
+    """extractor name -> (paths ``att_s<i>/<j>.pgm`` [400], vectors) of the AT&T faces (cached).
+
+    The ``att_`` prefix keeps the 40 AT&T identities apart from LFW's names in a joint gallery."""
+    records = [
+        ImageRecord(file, f"att_{folder.name}/{file.name}", f"att_{folder.name}")
+        for folder in sorted((p for p in att.iterdir() if p.is_dir()), key=lambda p: int(p.name.lstrip("s")))
+        for file in sorted(folder.glob("*.pgm"), key=lambda f: int(f.stem))
+    ]
+    result = {}
+    for extractor in extractors:
+        sha = (extractor.info.sha256 or hashlib.sha256(extractor.name.encode()).hexdigest())[:16]
+        file = CACHE / "att-embeddings" / f"{extractor.name}-{sha}-{policy.value}.npz"
+        if not file.exists():
+            log(f"embedding {len(records)} AT&T faces with {extractor.name} (cached afterwards)")
+            run = embed_records(records, [extractor], no_face=policy)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(file, "wb") as handle:
+                np.savez(handle, paths=np.array([records[i].relative for i in run.kept]),
+                         vectors=run.vectors[extractor.name])
+        with np.load(file, allow_pickle=False) as data:
+            result[extractor.name] = (data["paths"].astype(str), data["vectors"].astype(np.float32))
+    return result
+
+
+def choose_att_targets(paths: np.ndarray, count: int, seed: int) -> list[int]:
+    """Rows of one face each of ``count`` AT&T identities (all 40 by default: no reconstructor was
+    trained on any of them), the face drawn at random among the identity's ten."""
+    by_identity: dict[str, list[int]] = {}
+    for row, rel in enumerate(paths):
+        if rel.startswith("att_"):
+            by_identity.setdefault(rel.split("/")[0], []).append(row)
+    rng = np.random.default_rng(seed)
+    names = sorted(by_identity, key=lambda n: int(n.removeprefix("att_s")))
+    names = [names[i] for i in sorted(rng.choice(len(names), size=min(count, len(names)), replace=False))]
+    return [int(rng.choice(by_identity[name])) for name in names]
+
+
 # ------------------------------------------------------------------------------------------------
 # Targets, galleries, identity scores
 # ------------------------------------------------------------------------------------------------
@@ -195,6 +246,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10, help="targets advanced together and saved per chunk")
     parser.add_argument("--models", type=Path, action="append", default=[], help="nbnet/vec2face/naive: extra models folder")
     parser.add_argument("--adapter", type=Path, default=None, help="nbnet/vec2face/naive: adapter .npz (F -> the generator's F)")
+    parser.add_argument("--dataset", choices=("lfw", "att"), default="lfw",
+                        help="targets: LFW eval identities, or the 40 AT&T identities (gallery: their other "
+                             "faces plus every LFW photo as distractors)")
     parser.add_argument("--set", dest="method_settings", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="a method setting, as scan --set (e.g. gradient.surrogates=mobileface-256)")
     args = parser.parse_args()
@@ -205,12 +259,22 @@ def main() -> None:
     engines = {name: (f if name == f.name else get_extractor(name)) for name in engine_names}
     all_models = [f] + [e for n, e in engines.items() if n != f.name]
     embedded = lfw_embeddings(lfw, all_models)
+    if args.dataset == "att":
+        att = lfw.parent / "att_faces"
+        if not (att / "s1").is_dir():
+            raise SystemExit(f"error: {att}: the AT&T faces (s1..s40) not found beside LFW")
+        extra = att_embeddings(att, all_models)
+        embedded = {name: (np.concatenate([embedded[name][0], extra[name][0]]),
+                           np.concatenate([embedded[name][1], extra[name][1]])) for name in embedded}
     if args.cache_only:
         log("cache filled")
         return
 
     paths_f, vectors_f = embedded[f.name]
-    targets = choose_targets(paths_f, args.targets, args.seed)
+    if args.dataset == "att":
+        targets = choose_att_targets(paths_f, args.targets, args.seed)
+    else:
+        targets = choose_targets(paths_f, args.targets, args.seed)
     target_paths = paths_f[targets]
     target_vectors = vectors_f[targets]
     target_labels = np.array([p.split("/")[0] for p in target_paths])
@@ -234,7 +298,8 @@ def main() -> None:
         "extractor_sha256": f.info.sha256,
         "targets": len(targets),
         "seed": args.seed,
-        "target_identities_split": "eval",
+        "dataset": args.dataset,
+        "target_identities_split": "eval" if args.dataset == "lfw" else "all 40 AT&T identities (none used in training)",
         "gallery": {name: {"photos": int(len(g.vectors)), "identities": int(len(g.identities))} for name, g in galleries.items()},
         "ks": KS,
         "rows": {},
@@ -245,7 +310,7 @@ def main() -> None:
         log(f"original under {name}: {result['rows'][f'original|{name}']}")
 
     from fvr_audit.reconstructors.registry import get_reconstructor
-    from fvr_audit.reconstructors.runner import load_reconstructions, reconstruct_to_folder
+    from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
     from fvr_audit.cli.scan_cmd import parse_method_options
 
@@ -266,7 +331,8 @@ def main() -> None:
                 settings["adapter"] = RidgeAdapter.load(args.adapter)
         settings.update(chosen_settings.get(method, {}))
         reconstructor = get_reconstructor(method, **settings)
-        work = args.work / f"{method}-{f.name}-{args.targets}-{args.seed}{('-' + args.tag) if args.tag else ''}"
+        data = "" if args.dataset == "lfw" else f"{args.dataset}-"
+        work = args.work / f"{data}{method}-{f.name}-{args.targets}-{args.seed}{('-' + args.tag) if args.tag else ''}"
         log(f"{method}: reconstructing {len(targets)} targets into {work}")
         start = time.perf_counter()
         reconstruct_to_folder(
@@ -308,6 +374,17 @@ def main() -> None:
             row["cosine_to_target_photo_mean"] = round(float(np.einsum("ij,ij->i", queries_e, originals[name]).mean()), 4)
             result["rows"][f"{method}|{name}"] = row
             log(f"{method} under {name}: {row}")
+        earlier = load_checkpoints(work, manifest)
+        if earlier:  # re-identification against queries: the faces held after fewer queries
+            entry["reidentification_vs_queries"] = {
+                name: [
+                    [int(q), topk_rows(galleries[name].identity_scores(engine.embed(crop_from_canonical(faces, engine.geometry))),
+                                       truths[name], args.topk_seeds)["tpr@1_N=1000"]]
+                    for q, faces in sorted(earlier.items())
+                ] + [[int(queries.max()), result["rows"][f"{method}|{name}"]["tpr@1_N=1000"]]]
+                for name, engine in engines.items()
+            }
+            log(f"{method}: tpr@1 N=1000 against queries {entry['reidentification_vs_queries']}")
         result[method] = entry
     emit(result)
 

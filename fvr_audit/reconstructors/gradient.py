@@ -46,7 +46,7 @@ from fvr_audit.reconstructors.base import (
     ReconstructorInfo,
     seeds_for,
 )
-from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, _bilinear_resize, load_basis
+from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis
 from fvr_audit.reconstructors.views import crop_affine, normalised_theta
 
 REFERENCE = (
@@ -112,11 +112,6 @@ class GradientSettings:
     surrogate_weight: float = 0.5
     #: Synthetic faces the surrogates' adapters are fitted on (embedded by F and by each surrogate).
     surrogate_faces: int = 2000
-    #: Where each face starts: "mean" (the eigen prior's mean face) or a parametric method ("naive",
-    #: "nbnet", "vec2face") whose face for the target is the start: a learned face prior. The
-    #: residual penalty then keeps the optimised face near that start, not near the eigenface
-    #: projection, so the generator's details stay unless F needs them changed.
-    start: str = "mean"
 
     def effective_iterations(self) -> int:
         if self.query_budget is None:
@@ -132,10 +127,6 @@ class GradientSettings:
             raise InputError("gradient: samples and batch_targets must be >= 1")
         if self.lr <= 0 or self.residual_lr < 0:
             raise InputError("gradient: learning rates must be positive")
-        from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
-
-        if self.start != "mean" and self.start not in PARAMETRIC_METHODS:
-            raise InputError(f"gradient: start {self.start!r}: use mean or one of {', '.join(PARAMETRIC_METHODS)}")
         return self
 
 
@@ -160,7 +151,6 @@ class GradientReconstructor(Reconstructor):
         self.settings = settings.validate()
         self._basis: EigenBasis | None = None
         self._forward_cache: dict[int, Any] = {}
-        self._generator: Reconstructor | None = None
 
     @property
     def basis(self) -> EigenBasis:
@@ -189,30 +179,7 @@ class GradientReconstructor(Reconstructor):
             crop_affine(extractor.geometry)
         except InputError as exc:
             return f"gradient draws in the canonical frame and cannot cut {extractor.name}'s crop ({exc})"
-        if self.settings.start != "mean":
-            reason = self._start_generator().supports(extractor)
-            if reason:
-                return f"gradient: its start, {self.settings.start}, cannot run for {extractor.name} ({reason})"
         return None
-
-    def _start_generator(self) -> Reconstructor:
-        from fvr_audit.reconstructors.registry import get_reconstructor
-
-        if self._generator is None:
-            self._generator = get_reconstructor(self.settings.start)
-        return self._generator
-
-    def _warm_start(self, targets: np.ndarray, seeds: list[int], extractor: Extractor):
-        """(whitened coefficients [N, K], residual [N, 3, r, r], the generator's models) of the start faces."""
-        result = self._start_generator().reconstruct(targets, extractor, target_seeds=seeds)
-        basis = self.basis
-        small = _bilinear_resize(np.asarray(result.images, np.float32), basis.size)
-        z0 = np.clip(basis.project_small(small), -4.0, 4.0).astype(np.float32)
-        residual = (small - basis.render_small(z0)).transpose(0, 3, 1, 2)
-        rsize = basis.size if self.settings.residual_size is None else self.settings.residual_size
-        if rsize != basis.size:
-            residual = _bilinear_resize(residual.transpose(0, 2, 3, 1), rsize).transpose(0, 3, 1, 2) if rsize else None
-        return z0, None if residual is None else np.ascontiguousarray(residual, np.float32), tuple(result.models_used)
 
     def _forward(self, extractor: Extractor):
         key = id(extractor)
@@ -242,19 +209,11 @@ class GradientReconstructor(Reconstructor):
         seeds = seeds_for(len(targets), seed, target_seeds)
         forward = self._forward(extractor)
         surrogates = self._surrogates(extractor, targets)
-        start_models: tuple[str, ...] = ()
-        init_z = init_r = None
-        if self.settings.start != "mean":
-            init_z, init_r, start_models = self._warm_start(targets, seeds, extractor)
         images, steps, traces = [], [], []
         bt = self.settings.batch_targets
         for lo in range(0, len(targets), bt):
             chunk = [(ext, fwd, mapped[lo : lo + bt]) for ext, fwd, mapped, _ in surrogates]
-            imgs, used, trace = self._optimise(
-                targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk,
-                init_z=None if init_z is None else init_z[lo : lo + bt],
-                init_r=None if init_r is None else init_r[lo : lo + bt],
-            )
+            imgs, used, trace = self._optimise(targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk)
             images.append(imgs)
             steps.append(used)
             traces += trace
@@ -271,10 +230,8 @@ class GradientReconstructor(Reconstructor):
             similarity=similarity,
             queries=queries,
             seconds=time.perf_counter() - start,
-            models_used=tuple(dict.fromkeys((
-                extractor.name, self.settings.basis, *start_models, *(e.name for e, _, _, _ in surrogates),
-                *(note for _, _, _, note in surrogates),
-            ))),
+            models_used=(extractor.name, self.settings.basis, *(e.name for e, _, _, _ in surrogates),
+                         *(note for _, _, _, note in surrogates)),
             settings={"preset_resolved": asdict(self.settings), "trace": traces},
         )
 
@@ -338,7 +295,7 @@ class GradientReconstructor(Reconstructor):
     # ------------------------------------------------------------------------------------------
 
     def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward, surrogates=(),
-                  init_z: np.ndarray | None = None, init_r: np.ndarray | None = None):
+                  init_z: np.ndarray | None = None):
         import torch
         import torch.nn.functional as F
 
@@ -359,9 +316,7 @@ class GradientReconstructor(Reconstructor):
         rngs = [np.random.default_rng([int(x), 0x6AD]) for x in seeds]
 
         z = (torch.zeros(n, k) if init_z is None else torch.from_numpy(np.asarray(init_z, np.float32))).requires_grad_(True)
-        # the residual penalty pulls towards the start's residual (zero from the mean face)
-        r0 = torch.zeros(n, 3, rsize, rsize) if init_r is None or not rsize else torch.from_numpy(init_r)
-        r = r0.clone().requires_grad_(True) if rsize else None
+        r = torch.zeros(n, 3, rsize, rsize, requires_grad=True) if rsize else None
         params = [(z, s.lr)] + ([(r, s.residual_lr)] if r is not None else [])
         moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in params]
         beta1, beta2 = 0.9, 0.999
@@ -412,12 +367,11 @@ class GradientReconstructor(Reconstructor):
             for other, other_forward, mapped in surrogates:
                 loss = loss - s.surrogate_weight * self._surrogate_cosine(canvas, other, other_forward, mapped[rows]).sum()
             if rr is not None:
-                change = rr - r0[idx]
-                loss = loss + s.residual_weight * ((change / 255.0) ** 2).mean((1, 2, 3)).sum() * 100.0
+                loss = loss + s.residual_weight * ((rr / 255.0) ** 2).mean((1, 2, 3)).sum() * 100.0
                 if s.tv_weight:
-                    tv = (change[:, :, 1:] - change[:, :, :-1]).abs().mean((1, 2, 3)) + (
-                        change[:, :, :, 1:] - change[:, :, :, :-1]
-                    ).abs().mean((1, 2, 3))
+                    tv = (rr[:, :, 1:] - rr[:, :, :-1]).abs().mean((1, 2, 3)) + (rr[:, :, :, 1:] - rr[:, :, :, :-1]).abs().mean(
+                        (1, 2, 3)
+                    )
                     loss = loss + s.tv_weight * (tv / 255.0).sum()
             for p, _ in params:
                 p.grad = None
