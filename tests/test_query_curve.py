@@ -86,4 +86,21 @@ def test_scan_reports_reidentification_against_queries(database):
         assert points[-1].tpr == record.tpr  # the curve ends on the table's figure (same N-subsets)
     again = results_from_json(json.loads(results.to_json()))
     assert again.to_json_dict()["query_curve"] == results.to_json_dict()["query_curve"]
-    assert len(again.query_curve) == 8
+    assert len(again.query_curve) == 12  # two engines and the deployed system
+
+
+def test_a_plain_vector_file_gets_the_systems_curve(tmp_path):
+    # no labels, no engines: the deployed system (F against every row) is the only judge, and it
+    # draws the curve too, ending on its table figure
+    from synthetic_databases import clustered
+
+    vectors, _, _ = clustered(60, 1, 128, noise=0.1)
+    np.save(tmp_path / "plain.npy", vectors)
+    dlib = get_extractor("dlib-resnet128")
+    results = run_scan(tmp_path / "plain.npy", dlib,
+                       ScanSettings(sample=6, ns=(50,), methods=("eigenfaces",), method_settings={"eigenfaces": SMALL},
+                                    engines=()),).results
+    points = results.query_curve
+    assert [p.queries for p in points] == [16, 32, 64, 129] and {p.engine for p in points} == {"system:dlib-resnet128"}
+    record = results.record("eigenfaces", "system:dlib-resnet128", 1, 50)
+    assert points[-1].final and points[-1].tpr == record.tpr

@@ -25,7 +25,7 @@ from fvr_audit import __version__
 from fvr_audit.audit import attacks, galleries, measure, summaries, targets
 from fvr_audit.audit.results import AuditResults, RiskLevel, Target
 from fvr_audit.audit.settings import GallerySources, ScanSettings, check_settings
-from fvr_audit.audit.system_match import measure_against_database
+from fvr_audit.audit.system_match import measure_against_database, system_query_curve
 from fvr_audit.audit.verdict import decide_verdict
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor, WhiteBox
@@ -141,6 +141,13 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
         db, extractor, rows, reconstructions, ks=settings.ks, ns=settings.ns, fmr=settings.fmr, seed=settings.seed,
         progress=progress,
     )
+    system_curve, curve_queries = system_query_curve(
+        db, extractor, rows, checkpoints, system_records, {m.name: m.queries_per_target_max for m in methods},
+        gate_k=settings.gate_k, gate_n=gate_n,
+    )
+    curve += system_curve
+    for method, spent in curve_queries.items():
+        system_queries[method] = system_queries.get(method, 0) + spent
     timings["system_match_seconds"] = time.perf_counter() - mark
 
     # Verdict: Metric 1 by independent engines is the stronger statement; the system's own figures

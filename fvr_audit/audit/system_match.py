@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from fvr_audit.alignment.canonical import crop_from_canonical
-from fvr_audit.audit.results import EngineSummary, Record, Verification
+from fvr_audit.audit.results import EngineSummary, QueryCurvePoint, Record, Verification
 from fvr_audit.audit.verdict import SYSTEM_PREFIX
 from fvr_audit.extractors.base import Extractor, l2_normalize
 from fvr_audit.metrics.topk import (
@@ -123,6 +123,45 @@ def measure_against_database(
         model=extractor.name,
     )
     return records, verification, summary, queries
+
+
+def system_query_curve(
+    db: VectorDatabase,
+    extractor: Extractor,
+    rows: np.ndarray,
+    checkpoints: Mapping[str, Mapping[int, np.ndarray]],
+    records: list[Record],
+    spent: Mapping[str, int],
+    *,
+    gate_k: int,
+    gate_n: int,
+) -> tuple[list[QueryCurvePoint], dict[str, int]]:
+    """The deployed system's re-identification against queries: for each attack's earlier faces,
+    the share of targets whose own row F ranks top-``gate_k`` among ``gate_n`` rows (the expected
+    share over random subsets, as in the table, so the last point is the table's figure).
+
+    Needs no labels, so the usage line's plain vector file gets the curve too. Returns the points
+    and the queries to F spent per attack (one per target and checkpoint: embedding its faces)."""
+    engine = system_engine_name(extractor)
+    rows = np.asarray(rows, dtype=np.int64)
+    targets = l2_normalize(take_rows(db.vectors, rows))
+    size = min(gate_n, db.n)
+    points: list[QueryCurvePoint] = []
+    used: dict[str, int] = {}
+    for method, earlier in checkpoints.items():
+        final = next((r for r in records if (r.method, r.engine, r.k, r.n) == (method, engine, gate_k, size)), None)
+        if final is None:
+            continue
+        before = extractor.queries_used
+        for queries, images in sorted(earlier.items()):
+            embedded = extractor.embed(crop_from_canonical(images, extractor.geometry))
+            own = np.einsum("td,td->t", embedded, targets)
+            share = share_in_random_subsets(_rows_above(db, embedded, own, rows), db.n - 1, gate_k, size)
+            points.append(QueryCurvePoint(method, engine, int(queries), gate_k, size, share,
+                                          wilson_interval(share * len(rows), len(rows))))
+        used[method] = extractor.queries_used - before
+        points.append(QueryCurvePoint(method, engine, int(spent[method]), gate_k, size, final.tpr, final.tpr_ci, True))
+    return points, used
 
 
 def _rows_above(db: VectorDatabase, embedded: np.ndarray, own: np.ndarray, rows: np.ndarray) -> np.ndarray:
