@@ -460,7 +460,7 @@ def test_the_black_box_attack_is_drawn_against_queries(html, results):
     # one line per (attack, engine) from query_curve, with its caption; none without a curve
     label = 'aria-label="Re-identification against queries to F'
     figure = html.split(label, 1)[1].split("</svg>", 1)[0]
-    assert "eigenfaces under local:faceres-1024" in figure and "chance (K/N = 1/1000)" in figure
+    assert "eigenfaces under local:faceres-1024" in figure and "chance (K/N = 1/1,000)" in figure
     assert "What an attacker gets for the queries spent" in html
     without = render_html(dataclasses.replace(results, query_curve=()))
     assert label not in without and "What an attacker gets" not in without

@@ -339,28 +339,38 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
     if not series:
         return None
     engines = sorted({engine for _, engine in series})
-    figure = Figure(figsize=(6.4, 2.6))
+    gates = sorted({(p.k, p.n) for p in points})  # the deployed system's N is its row count: may differ
+    entries = len(series) + len(gates)
+    legend_rows = (entries + 1) // 2
+    # the legend goes under the axes, never over the lines (they climb into the upper left too)
+    height = 2.5 + 0.17 * legend_rows
+    figure = Figure(figsize=(6.4, height))
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    figure.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.2)
+    figure.subplots_adjust(left=0.1, right=0.98, top=1 - 0.12 / height, bottom=(0.62 + 0.17 * legend_rows) / height)
     for (method, engine), line in series.items():
         line = sorted(line, key=lambda p: p.queries)
         style = styles.get(method) or MethodStyle("#555555", "-", "o", 1.8, method)
         q = [p.queries for p in line]
         ax.fill_between(q, [p.tpr_ci[0] for p in line], [p.tpr_ci[1] for p in line], color=style.colour, alpha=0.1,
                         linewidth=0)
+        label = f"{style.label} under {engine}{' (F itself)' if engine in same_system else ''}"
+        if len(gates) > 1:
+            label += f", top-{line[0].k} of {line[0].n:,}"
         ax.plot(q, [p.tpr for p in line], color=style.colour, marker=style.marker, markersize=4,
                 linestyle=ENGINE_LINESTYLES[engines.index(engine) % len(ENGINE_LINESTYLES)], linewidth=1.6,
-                label=_mpl_text(f"{style.label} under {engine}{' (F itself)' if engine in same_system else ''}"))
-    first = next(iter(series.values()))[0]
+                label=_mpl_text(label))
     ticks = sorted({p.queries for p in points})
     ax.set_xscale("log")
     ax.set_xticks(ticks, [f"{q:,}" for q in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.axhline(first.k / first.n, color="#888888", linestyle=(0, (2, 2)), linewidth=1.0,
-               label=_mpl_text(f"chance (K/N = {first.k}/{first.n})"))
+    for k, n in gates:
+        ax.axhline(k / n, color="#888888", linestyle=(0, (2, 2)), linewidth=1.0,
+                   label=_mpl_text(f"chance (K/N = {k}/{n:,})"))
     ax.set_xlabel("queries to F per target (at most)", fontsize=8.5)
-    ax.set_ylabel(_mpl_text(f"re-identified, top-{first.k} of {first.n}"), fontsize=8.5)
+    k, n = gates[0]
+    ax.set_ylabel(_mpl_text(f"re-identified, top-{k} of {n:,}" if len(gates) == 1 else "re-identified (top-K of N)"),
+                  fontsize=8.5)
     ax.set_ylim(0, 1.0)
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
     ax.tick_params(labelsize=8)
@@ -368,7 +378,7 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(loc="upper left", fontsize=7.5, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.2 * 2.6 / height * 1.25), ncol=2, fontsize=7.5, frameon=False)
     return _to_inline_svg(figure, figure_id, "Re-identification against queries to F, per black-box attack and engine")
 
 
