@@ -206,16 +206,21 @@ def _panel(ax, records, methods, styles, metric, axis, fixed) -> None:
     ax.set_xlabel("K (top-K returned)" if axis == "k" else "N (enrolled identities)", fontsize=9)
     ax.set_ylim(0, min(1.02, max(0.05, top * 1.12)))
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#DDDDDD", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    _quiet_axes(ax)
 
 
 #: On a log axis, a tick label closer than this ratio to the next labelled tick is left blank
 #: (500 and 600 printed "500600").
 LOG_LABEL_MIN_RATIO = 1.5
+
+
+def _quiet_axes(ax) -> None:
+    """Small tick labels, a light grid behind the data, no top or right frame line."""
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def _spaced_labels(ticks: Sequence[int], *, log: bool) -> list[str]:
@@ -315,11 +320,7 @@ def similarity_svg(traces: dict[str, Sequence], styles: dict[str, MethodStyle], 
     ax.set_xlabel("queries to F per target (gradient: forward/backward passes)", fontsize=8.5)
     ax.set_ylabel("cos(F(x), v)", fontsize=8.5)
     ax.set_ylim(max(-1.0, low_all - 0.03), 1.0)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#DDDDDD", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    _quiet_axes(ax)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _to_inline_svg(figure, figure_id, "Similarity to the leaked vector against queries to F, per attack")
 
@@ -373,11 +374,7 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
                   fontsize=8.5)
     ax.set_ylim(0, 1.0)
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#DDDDDD", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    _quiet_axes(ax)
     ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.2 * 2.6 / height * 1.25), ncol=2, fontsize=7.5, frameon=False)
     return _to_inline_svg(figure, figure_id, "Re-identification against queries to F, per black-box attack and engine")
 
