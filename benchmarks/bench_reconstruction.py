@@ -325,10 +325,16 @@ def main() -> None:
             settings["query_budget"] = args.query_budget
         if method in PARAMETRIC:
             settings["models"] = tuple(args.models)
-            if args.adapter is not None:
-                from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+        if method in (*PARAMETRIC, "transfer") and args.adapter is not None:
+            from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 
-                settings["adapter"] = RidgeAdapter.load(args.adapter)
+            settings["adapter"] = RidgeAdapter.load(args.adapter)
+        elif method == "transfer":  # as the scan does: self-calibrated on the tool's own faces (shared queries)
+            from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
+
+            calibration = self_calibrate(f)
+            settings["adapter"] = calibration.adapter
+            result["calibration"] = {"shared_queries_to_F": calibration.faces, "adapter": calibration.adapter.describe()}
         settings.update(chosen_settings.get(method, {}))
         reconstructor = get_reconstructor(method, **settings)
         data = "" if args.dataset == "lfw" else f"{args.dataset}-"

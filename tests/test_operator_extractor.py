@@ -243,9 +243,9 @@ def test_scan_of_a_user_onnx_runs_every_attack_and_says_how_generators_were_obta
     user = get_extractor(str(model))
     db = plain_database(tmp_path / "v.npy", user, rows=20)
     outcome = run_scan(db, user, ScanSettings(sample=3, calibration_faces=60, method_settings={
-        "eigenfaces": {"iterations": 2, "batch": 8}, "gradient": {"iterations": 3}}))
+        "eigenfaces": {"iterations": 2, "batch": 8}, "gradient": {"iterations": 3}, "transfer": {"iterations": 3}}))
     results = outcome.results
-    assert {m.name for m in results.methods} == {"gradient", "eigenfaces", "nbnet", "vec2face", "naive"}
+    assert {m.name for m in results.methods} == {"gradient", "eigenfaces", "nbnet", "vec2face", "naive", "transfer"}
     naive = next(m for m in results.methods if m.name == "naive")
     assert "dlib-resnet128" in naive.models_used and "synthetic faces" in naive.settings["adapter"]
     notes = " ".join(results.notes)
@@ -341,3 +341,36 @@ def test_gradient_with_a_surrogate_records_it_and_its_adapter(tmp_path):
     assert any(str(u).startswith("adapter ridge user.onnx->mobileface-256") for u in result.models_used)
     with pytest.raises(InputError, match="unknown extractor"):
         create_gradient(iterations=1, surrogates="nope").reconstruct(targets, user)
+
+
+def test_transfer_reaches_a_black_box_f_for_one_query_per_target(tmp_path, monkeypatch):
+    # F behind HTTP: no gradients. transfer maps each vector into dlib-resnet128's space through the
+    # shared self-calibration and runs the gradient attack there; F is asked once per target
+    monkeypatch.delenv("FVR_AUDIT_HTTP_TOKEN", raising=False)
+    local = get_extractor(str(conv_model(tmp_path / "served.onnx")))
+    db = plain_database(tmp_path / "v.npy", local, rows=12)
+    with served(local) as (server, remote):
+        results = run_scan(db, remote, ScanSettings(sample=3, calibration_faces=40, methods=("transfer",),
+                                                    method_settings={"transfer": {"iterations": 3}})).results
+    transfer = results.methods[0]
+    assert (transfer.name, transfer.access) == ("transfer", "black-box")
+    assert transfer.queries_per_target_max == 1 and transfer.service_queries == 3
+    assert "dlib-resnet128" in transfer.models_used and transfer.settings["surrogate"] == "dlib-resnet128"
+    phases = results.extractor["queries_by_phase"]
+    assert phases["calibration"] == 40 and phases["total"] == server.requests
+
+
+def test_transfer_is_refused_for_its_own_surrogate_and_named_in_reconstruct(tmp_path):
+    dlib = get_extractor("dlib-resnet128")
+    db = plain_database(tmp_path / "d.npy", dlib, rows=2)
+    refused = runner.invoke(app, ["reconstruct", str(db), "--method", "transfer", "-e", "dlib-resnet128", "-o",
+                                  str(tmp_path / "no"), "-q"])
+    assert refused.exit_code == 2 and "attacked by gradient directly" in refused.output
+    model = conv_model(tmp_path / "user.onnx")
+    db = plain_database(tmp_path / "v.npy", get_extractor(str(model)), rows=2)
+    made = runner.invoke(app, ["reconstruct", str(db), "--method", "transfer", "--iterations", "2", "-e", str(model),
+                               "-o", str(tmp_path / "r"), "-q"])
+    assert made.exit_code == 0, made.output
+    manifest = json.loads((tmp_path / "r" / "reconstructions.json").read_text())
+    assert manifest["method"] == "transfer" and "dlib-resnet128" in manifest["models_used"]
+    assert [t["queries"] for t in manifest["targets"]] == [1, 1]

@@ -21,7 +21,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.extractors.base import Extractor
 from fvr_audit.reconstructors.base import ReconstructionResult
-from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS, available_reconstructors, get_reconstructor
+from fvr_audit.reconstructors.registry import ADAPTED_METHODS, PARAMETRIC_METHODS, available_reconstructors, get_reconstructor
 from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
 def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
@@ -76,8 +76,11 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
     from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, get_extractor
     from fvr_audit.reconstructors.parametric.store import find_reconstructor
 
-    wanted = [m for m in (settings.methods or PARAMETRIC_METHODS) if m in PARAMETRIC_METHODS]
-    own = [m for m in wanted if find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
+    wanted = [m for m in (settings.methods or available_reconstructors()) if m in ADAPTED_METHODS]
+    if extractor.name == DEFAULT_EXTRACTOR:  # the adapter's target itself: nothing to map
+        wanted = [m for m in wanted if m in PARAMETRIC_METHODS]
+    own = [m for m in wanted
+           if m in PARAMETRIC_METHODS and find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
     if not wanted or len(own) == len(wanted):
         if settings.calibration is not None:
             notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
@@ -112,7 +115,8 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
         return None
     timings["calibration_seconds"] = time.perf_counter() - mark
     notes.append(
-        f"parametric methods attack {extractor.name} with the generators shipped for {target.name}, {how}. "
+        f"parametric methods attack {extractor.name} with the generators shipped for {target.name}, and transfer with "
+        f"the gradient attack on {target.name}, {how}. "
         f"They used {target.name}, so it does not judge them. Stronger: --calibration DIR (your own face photos) "
         f"or a generator trained for {extractor.name} (fvr-audit train)"
     )
@@ -129,8 +133,8 @@ def choose_reconstructors(settings: ScanSettings, extractor: Extractor, notes: l
             extra.setdefault("models", tuple(settings.model_dirs))
         reconstructor = get_reconstructor(name, **extra)
         reason = reconstructor.supports(extractor)
-        if reason and adapter is not None and name in PARAMETRIC_METHODS:
-            # no generator of its own for F: reuse one trained for the adapter's target space
+        if reason and adapter is not None and name in ADAPTED_METHODS:
+            # no generator (or gradients) of its own for F: reach it through the adapter's target space
             reconstructor = get_reconstructor(name, **extra, adapter=adapter)
             reason = reconstructor.supports(extractor)
         if reason:

@@ -13,15 +13,16 @@ from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
 from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.registry import ExtractorOptions
+from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, ExtractorOptions
 
 METHOD_HELP = (
     "Reconstruction method: eigenfaces (black-box, any F), gradient (white-box, torch F), "
+    "transfer (gradient on dlib-resnet128 through a calibration adapter: any F but dlib-resnet128), "
     "or a trained one: nbnet, vec2face, naive (see `fvr-audit models`)."
 )
 PRESET_HELP = (
     "Named settings: default (strong; eigenfaces 50 x 64 = 3,200 queries per target), "
-    "paper (eigenfaces: the paper's 2,000 x 64 = 128,000), fast (quick demo runs)."
+    "paper (eigenfaces: the paper's 2,000 x 64 = 128,000), fast (quick runs), demo."
 )
 
 
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
             [], "--models", help="nbnet/vec2face/naive: extra models folder with trained reconstructors; repeatable."
         ),
         adapter: Optional[Path] = typer.Option(
-            None, "--adapter", help="nbnet/vec2face/naive: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
+            None, "--adapter", help="nbnet/vec2face/naive/transfer: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
         ),
         executor: str = opt.ExecutorOpt,
         workers: Optional[int] = opt.WorkersOpt,
@@ -79,25 +80,19 @@ def register(app: typer.Typer) -> None:
         options = extractor_options
         model = get_extractor(extractor, options)
         opt.announce(model)
-        attack = build_reconstructor(
-            method,
-            preset=preset,
-            iterations=iterations,
-            batch=batch,
-            query_budget=query_budget,
-            target_similarity=target_similarity,
-            **_parametric_extras(method, models, adapter),
-        )
+        flags = {"preset": preset, "iterations": iterations, "batch": batch, "query_budget": query_budget,
+                 "target_similarity": target_similarity}
+        attack = build_reconstructor(method, **flags, **_adapted_extras(method, models, adapter))
         reason = attack.supports(model)
-        if reason and adapter is None and method in _parametric_methods():
-            # No generator of its own for F: adapt the shipped ones on the tool's own faces, as scan does.
+        if reason and adapter is None and method in _adapted_methods() and model.name != DEFAULT_EXTRACTOR:
+            # No generator (or gradients) of its own for F: reach it through the tool's own faces, as scan does.
             from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
 
             with progress_reporter(quiet=quiet) as progress:
                 calibration = self_calibrate(model, on_progress=progress.phase("self-calibration", 2000))
             if not quiet:
                 console.print(calibration.describe())
-            attack = build_reconstructor(method, preset=preset, **_parametric_extras(method, models, None),
+            attack = build_reconstructor(method, **flags, **_adapted_extras(method, models, None),
                                          adapter=calibration.adapter)
             reason = attack.supports(model)
         if reason:
@@ -177,21 +172,22 @@ def _parse_rows(text: str, n: int) -> list[int]:
     return values
 
 
-def _parametric_methods() -> tuple[str, ...]:
-    from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
+def _adapted_methods() -> tuple[str, ...]:
+    from fvr_audit.reconstructors.registry import ADAPTED_METHODS
 
-    return PARAMETRIC_METHODS
+    return ADAPTED_METHODS
 
 
-def _parametric_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
-    """--models / --adapter for the trained methods; an error for the others (never silently ignored)."""
-    from fvr_audit.reconstructors.registry import PARAMETRIC_METHODS
+def _adapted_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
+    """--models (the trained methods) and --adapter (those and transfer); an error for the others
+    (never silently ignored)."""
+    from fvr_audit.reconstructors.registry import ADAPTED_METHODS, PARAMETRIC_METHODS
 
-    if method not in PARAMETRIC_METHODS:
-        if models or adapter:
-            raise InputError(f"{method}: --models and --adapter apply to nbnet, vec2face and naive only")
-        return {}
-    extras: dict = {"models": tuple(models)}
+    if models and method not in PARAMETRIC_METHODS:
+        raise InputError(f"{method}: --models applies to {', '.join(PARAMETRIC_METHODS)} only")
+    if adapter is not None and method not in ADAPTED_METHODS:
+        raise InputError(f"{method}: --adapter applies to {', '.join(ADAPTED_METHODS)} only")
+    extras: dict = {"models": tuple(models)} if method in PARAMETRIC_METHODS else {}
     if adapter is not None:
         from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 

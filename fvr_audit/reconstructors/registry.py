@@ -1,7 +1,7 @@
 """One entry point for reconstructors: ``get_reconstructor("eigenfaces")``.
 
 >>> sorted(RECONSTRUCTORS)
-['eigenfaces', 'gradient', 'naive', 'nbnet', 'vec2face']
+['eigenfaces', 'gradient', 'naive', 'nbnet', 'transfer', 'vec2face']
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ RECONSTRUCTORS: dict[str, str] = {
     "nbnet": "fvr_audit.reconstructors.parametric:create_nbnet",
     "vec2face": "fvr_audit.reconstructors.parametric:create_vec2face",
     "naive": "fvr_audit.reconstructors.parametric:create_naive",
+    "transfer": "fvr_audit.reconstructors.transfer:create_transfer",
 }
 
 #: The trained (parametric) methods: a generator per extractor, or the shipped ones through an adapter.
 PARAMETRIC_METHODS: tuple[str, ...] = ("nbnet", "vec2face", "naive")
+
+#: The methods that reach an F without a generator (or gradients) of its own through the
+#: calibration adapter into dlib-resnet128's space: the parametric ones and ``transfer``.
+ADAPTED_METHODS: tuple[str, ...] = (*PARAMETRIC_METHODS, "transfer")
 
 
 #: name -> "module:SettingsDataclass" of the methods whose settings ``scan --set`` may change. The
@@ -34,6 +39,7 @@ PARAMETRIC_METHODS: tuple[str, ...] = ("nbnet", "vec2face", "naive")
 SETTINGS: dict[str, str] = {
     "eigenfaces": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
     "gradient": "fvr_audit.reconstructors.gradient:GradientSettings",
+    "transfer": "fvr_audit.reconstructors.gradient:GradientSettings",
 }
 
 
@@ -61,7 +67,7 @@ def check_method_settings(method_settings: Mapping[str, Mapping[str, object]], m
     fvr_audit.errors.InputError: --set eigenfaces.iterations='abc': expected int
     >>> check_method_settings({"bogus": {"x": 1}}, None)
     Traceback (most recent call last):
-    fvr_audit.errors.InputError: --set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, vec2face
+    fvr_audit.errors.InputError: --set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, transfer, vec2face
     """
     for method, values in method_settings.items():
         first = next(iter(values), "")

@@ -340,6 +340,7 @@ def build_reconstructor(
     accepted = {
         "eigenfaces": {"preset", "iterations", "batch", "query_budget", "target_similarity"},
         "gradient": {"preset", "iterations", "query_budget", "target_similarity"},
+        "transfer": {"preset", "iterations", "target_similarity"},
         "nbnet": set(),
         "vec2face": set(),
         "naive": set(),
