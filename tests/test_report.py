@@ -464,3 +464,19 @@ def test_the_black_box_attack_is_drawn_against_queries(html, results):
     assert "What an attacker gets for the queries spent" in html
     without = render_html(dataclasses.replace(results, query_curve=()))
     assert label not in without and "What an attacker gets" not in without
+
+
+def test_a_generator_tuned_to_f_is_described_by_its_tuning_not_blank_training_figures(results):
+    tuned = dataclasses.replace(
+        results.methods[0], name="naive", access="parametric", settings={
+            "trained_for": "user.onnx", "vectors_per_second": 60.0,
+            "training": {"training_data": "692 rows of the leaked database (no target's)", "training_images": None,
+                         "training_identities": None, "epochs": None, "validation_median_cosine": None},
+            "tuned": {"tuned_from": "reconstructor-naive-dlib-resnet128.onnx", "adapter": "ridge user.onnx->dlib-resnet128",
+                      "training_data": "692 rows of the leaked database (no target's)",
+                      "fine_tuning": {"steps": 200, "seconds": 51.0, "holdout_cosine_before": 0.45, "holdout_cosine_after": 0.56}},
+        })
+    page = render_html(dataclasses.replace(results, methods=(*results.methods, tuned)))
+    line = page[page.index("<strong>naive</strong>"):].split("</li>", 1)[0]
+    assert "shipped as reconstructor-naive-dlib-resnet128.onnx" in line and "200 steps" in line and "0.56 after" in line
+    assert "— photos" not in line and "— epochs" not in line

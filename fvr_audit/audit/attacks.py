@@ -118,8 +118,8 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
         return None
     timings["calibration_seconds"] = time.perf_counter() - mark
     notes.append(
-        f"parametric methods attack {extractor.name} with the generators shipped for {target.name}, and transfer with "
-        f"the gradient attack on {target.name}, {how}. "
+        f"parametric methods attack {extractor.name} with the generators shipped for {target.name} (transfer, where it "
+        f"runs, with the gradient attack on {target.name}), {how}. "
         f"They used {target.name}, so it does not judge them. Stronger: --calibration DIR (your own face photos) "
         f"or a generator trained for {extractor.name} (fvr-audit train)"
     )
