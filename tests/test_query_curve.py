@@ -16,7 +16,7 @@ from fvr_audit.reconstructors.eigenfaces import checkpoint_iterations, create_ei
 from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers next to this file (importlib mode)
-from synthetic_databases import write_two_engine_databases  # noqa: E402
+from synthetic_databases import write_two_engine_databases
 
 SMALL = {"iterations": 8, "batch": 16, "plateau_iterations": 0}
 

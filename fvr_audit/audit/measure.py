@@ -16,7 +16,13 @@ import numpy as np
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.audit.fairness import Judging, judging
 from fvr_audit.audit.galleries import EngineGallery, original_crops, original_vectors
-from fvr_audit.audit.results import MethodSummary, QueryCurvePoint, Record, SameClassFalsePositives, Verification
+from fvr_audit.audit.results import (
+    MethodSummary,
+    QueryCurvePoint,
+    Record,
+    SameClassFalsePositives,
+    Verification,
+)
 from fvr_audit.audit.settings import GallerySources, ScanSettings
 from fvr_audit.engines.base import IdentityHits, ScoresEveryIdentity
 from fvr_audit.metrics.topk import (

@@ -116,6 +116,20 @@ class Reconstructor(abc.ABC):
         """``None`` when this attack can run against ``extractor``, else the reason it cannot."""
         return None
 
+    def checked_targets(self, vectors: np.ndarray, extractor: Extractor) -> np.ndarray:
+        """The L2-normalised float32 targets, once the attack can run against ``extractor`` and the
+        vectors have its dimension (the checks every ``reconstruct`` starts with)."""
+        from fvr_audit.errors import InputError
+        from fvr_audit.extractors.base import l2_normalize
+
+        reason = self.supports(extractor)
+        if reason:
+            raise InputError(reason if reason.startswith(self.name) else f"{self.name}: {reason}")
+        targets = l2_normalize(np.asarray(vectors, dtype=np.float32))
+        if targets.ndim != 2 or targets.shape[1] != extractor.dim:
+            raise InputError(f"{self.name}: vectors are {targets.shape[-1]}-d, {extractor.name} makes {extractor.dim}-d")
+        return targets
+
     @abc.abstractmethod
     def reconstruct(
         self,

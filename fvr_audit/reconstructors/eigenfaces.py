@@ -44,7 +44,7 @@ import numpy as np
 
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.extractors.base import Extractor
 from fvr_audit.reconstructors.base import (
     AttackAccess,
     Checkpoint,
@@ -218,16 +218,11 @@ class EigenfacesReconstructor(Reconstructor):
     ) -> ReconstructionResult:
         """Reconstruct ``vectors`` [N, D]. ``target_seeds``: one RNG seed per target (default seed + row),
         so a target's result does not depend on which others share its batch."""
-        reason = self.supports(extractor)
-        if reason:
-            raise InputError(reason)
         start = time.perf_counter()
+        targets = self.checked_targets(vectors, extractor)
         s = self.settings
         basis = self.basis
-        targets = l2_normalize(np.asarray(vectors, dtype=np.float32))
         n, k = len(targets), basis.k
-        if targets.shape[1] != extractor.dim:
-            raise InputError(f"eigenfaces: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
         seeds = seeds_for(len(targets), seed, target_seeds)
         rngs = [np.random.default_rng([int(x), 0xE16E]) for x in seeds]
         iterations = s.effective_iterations()

@@ -37,7 +37,7 @@ from PIL import Image
 
 from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout, l2_normalize, white_box_forward
+from fvr_audit.extractors.base import ChannelOrder, Extractor, Layout, white_box_forward
 from fvr_audit.reconstructors.base import (
     AttackAccess,
     ProgressCallback,
@@ -199,13 +199,8 @@ class GradientReconstructor(Reconstructor):
         on_progress: ProgressCallback | None = None,
         target_seeds: Sequence[int] | None = None,
     ) -> ReconstructionResult:
-        reason = self.supports(extractor)
-        if reason:
-            raise InputError(reason)
         start = time.perf_counter()
-        targets = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        if targets.shape[1] != extractor.dim:
-            raise InputError(f"gradient: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
+        targets = self.checked_targets(vectors, extractor)
         seeds = seeds_for(len(targets), seed, target_seeds)
         forward = self._forward(extractor)
         surrogates = self._surrogates(extractor, targets)

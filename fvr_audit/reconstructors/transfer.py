@@ -26,7 +26,7 @@ import numpy as np
 
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.base import Extractor, l2_normalize
+from fvr_audit.extractors.base import Extractor
 from fvr_audit.reconstructors.base import (
     AttackAccess,
     ProgressCallback,
@@ -34,7 +34,8 @@ from fvr_audit.reconstructors.base import (
     Reconstructor,
     ReconstructorInfo,
 )
-from fvr_audit.reconstructors.gradient import PRESETS, REFERENCE as GRADIENT_REFERENCE, GradientReconstructor, GradientSettings
+from fvr_audit.reconstructors.gradient import PRESETS, GradientReconstructor, GradientSettings
+from fvr_audit.reconstructors.gradient import REFERENCE as GRADIENT_REFERENCE
 
 REFERENCE = (
     "Transfer through a surrogate recognizer: a ridge map between feature spaces (cf. G. Mai et al., 'On the "
@@ -100,13 +101,8 @@ class TransferReconstructor(Reconstructor):
         on_progress: ProgressCallback | None = None,
         target_seeds: Sequence[int] | None = None,
     ) -> ReconstructionResult:
-        reason = self.supports(extractor)
-        if reason:
-            raise InputError(f"transfer: {reason}")
         start = time.perf_counter()
-        targets = l2_normalize(np.asarray(vectors, dtype=np.float32))
-        if targets.shape[1] != extractor.dim:
-            raise InputError(f"transfer: vectors are {targets.shape[1]}-d, {extractor.name} makes {extractor.dim}-d")
+        targets = self.checked_targets(vectors, extractor)
         surrogate = self._surrogate_model()
         drawn = self._gradient.reconstruct(
             self.adapter.transform(targets), surrogate, seed=seed, on_progress=on_progress, target_seeds=target_seeds
