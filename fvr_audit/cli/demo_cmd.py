@@ -44,6 +44,19 @@ def demo_sources(directory: Path):
     )
 
 
+def demo_methods(extractor) -> list[str]:
+    """Every installed attack that can run against the demo's F, in registry order (``transfer``
+    stands in for missing gradients, which dlib-resnet128 has).
+
+    >>> from fvr_audit.extractors.registry import get_extractor
+    >>> demo_methods(get_extractor("dlib-resnet128"))
+    ['eigenfaces', 'gradient', 'nbnet', 'vec2face', 'naive']
+    """
+    from fvr_audit.reconstructors.registry import available_reconstructors, get_reconstructor
+
+    return [m for m in available_reconstructors() if get_reconstructor(m).supports(extractor) is None]
+
+
 class PhasePlan:
     """Names each phase as it starts with its place in the plan and what is left after it.
 
@@ -98,8 +111,7 @@ def register(app: typer.Typer) -> None:
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
         from fvr_audit.model_store import model_path, models_dir
-        from fvr_audit.reconstructors.registry import available_reconstructors
-
+        
         if summary_md is not None:
             check_writable(summary_md)
         targets, sources = demo_sources(models_dir() / "demo")
@@ -107,7 +119,8 @@ def register(app: typer.Typer) -> None:
             model_path(str(path.relative_to(models_dir())))  # present and matching the manifest
         if images_root is not None:
             sources = dataclasses.replace(sources, images_root=images_root)
-        methods = available_reconstructors()
+        dlib = get_extractor("dlib-resnet128")
+        methods = demo_methods(dlib)
         if not methods:
             console.print("No reconstructors are installed yet: only the reference rows (original, random) are measured.")
         plan = PhasePlan(methods)
@@ -122,7 +135,7 @@ def register(app: typer.Typer) -> None:
             method_settings={m: s for m, s in DEMO_METHOD_SETTINGS.items() if m in methods},
         )
         with progress_reporter(quiet=quiet) as progress:
-            outcome = run_scan(targets, get_extractor("dlib-resnet128"), settings, sources, progress=plan.wrap(progress.phase))
+            outcome = run_scan(targets, dlib, settings, sources, progress=plan.wrap(progress.phase))
         console.print(plan.describe("report: html" + (", pdf" if pdf else "")))
         written = write_scan_outputs(outcome, output, pdf=pdf, redact=False)
         results = outcome.results
