@@ -43,7 +43,7 @@ Issue #12 (stronger attacks; both judges, both data sets):
     python benchmarks/bench_reconstruction.py --dataset att --targets 40 --methods gradient,naive,nbnet,vec2face,eigenfaces \
         --engines dlib-resnet128,faceres-1024,mobileface-256 > benchmarks/results_reconstruction_att40.json
     python benchmarks/bench_reconstruction.py --methods gradient --engines dlib-resnet128,faceres-1024,mobileface-256 \
-        --set gradient.surrogates=mobileface-256 --targets 12 --tag s   # a surrogate (then not a judge)
+        --set gradient.surrogates=mobileface-256 --tag s-mf   # a surrogate (then not a judge)
 
 Prints JSON on stdout; progress on stderr.
 """
