@@ -1,0 +1,128 @@
+"""How much identity survives the map from F's space into dlib-resnet128's (issue #12).
+
+Every attack that does not use F's own gradients (the parametric methods through an adapter,
+``transfer``) draws from F's vector mapped into dlib-resnet128's space. Cosine to the true vector
+is the wrong yardstick there (dlib-resnet128's impostor pairs sit at median cosine 0.84), so this
+measures identification: each held-out LFW photo's F vector, mapped, is ranked against every other
+LFW photo's true dlib-resnet128 vector (5,749 identities, an identity scoring its best photo), and
+top-1 is the share ranked first. Maps compared, per F:
+
+* ``self-calibrated``: the scan's map (the tool's own faces, the ridge penalty cross-validated on them);
+* ``self-calibrated, penalty x``: the same faces, the ridge penalty fixed instead (a sweep);
+* ``photos``: a ridge fitted on LFW *training* photos (what ``--calibration DIR`` gives);
+* ``true``: the dlib-resnet128 vector itself (the ceiling).
+
+    python scripts/embed_lfw.py                                   # once: the LFW vector caches
+    python benchmarks/bench_map_identification.py > benchmarks/results_map_identification.json
+
+Prints JSON on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import emit, machine  # noqa: E402
+
+from fvr_audit.datasets.lfw import lfw_split  # noqa: E402
+from fvr_audit.extractors.registry import get_extractor  # noqa: E402
+from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter  # noqa: E402
+from fvr_audit.reconstructors.parametric.self_calibration import (  # noqa: E402
+    DEFAULT_FACES,
+    _embedded_synthetic_faces,
+    cache_dir,
+    self_calibrate,
+)
+
+PENALTIES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def load_cache(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(cache_dir() / "lfw" / f"{name}.npz", allow_pickle=False) as data:
+        return data["paths"].astype(str), data["labels"].astype(str), unit(data["vectors"].astype(np.float32))
+
+
+def ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source mean, weights, target mean) of the ridge map x -> y with a fixed penalty."""
+    mx, my = x.mean(0), y.mean(0)
+    a = x - mx
+    weights = np.linalg.solve(a.T @ a + penalty * np.eye(a.shape[1]), a.T @ (y - my))
+    return mx, weights, my
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", default="faceres-1024,mobileface-256")
+    parser.add_argument("--queries", type=int, default=300, help="held-out identities, one photo each")
+    parser.add_argument("--photos", type=int, default=6000, help="training photos for the photo-fitted map")
+    args = parser.parse_args()
+
+    paths, labels, dlib = load_cache("dlib-resnet128")
+    train = set(lfw_split("train"))
+    rows_of: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows_of.setdefault(label, []).append(row)
+    queries = np.array([rows[0] for name, rows in sorted(rows_of.items()) if name not in train and len(rows) > 1][: args.queries])
+    gallery = np.ones(len(labels), bool)
+    gallery[queries] = False
+    identities, owner = np.unique(labels[gallery], return_inverse=True)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(len(identities) + 1))
+    truth = np.searchsorted(identities, labels[queries])
+
+    def top1(mapped: np.ndarray) -> float:
+        scores = unit(mapped) @ dlib[gallery].T
+        best = np.maximum.reduceat(scores[:, order], bounds[:-1], axis=1)
+        return round(float((best.argmax(1) == truth).mean()), 4)
+
+    training = np.flatnonzero([label in train for label in labels])[: args.photos]
+    result: dict = {
+        "benchmark": "map_identification",
+        "machine": machine(),
+        "queries": int(len(queries)),
+        "gallery_identities": int(len(identities)),
+        "true_dlib_vector_top1": top1(dlib[queries]),
+        "sources": {},
+    }
+    log(f"the true dlib-resnet128 vector: top-1 {result['true_dlib_vector_top1']}")
+    surrogate = get_extractor("dlib-resnet128")
+    for name in [n for n in args.sources.split(",") if n]:
+        source_paths, _, vectors = load_cache(name)
+        if not np.array_equal(source_paths, paths):
+            raise SystemExit(f"{name}: its LFW cache lists other photos than dlib-resnet128's; rerun scripts/embed_lfw.py")
+        extractor = get_extractor(name)
+        entry: dict = {}
+        calibration = self_calibrate(extractor)
+        entry["self_calibrated"] = {"top1": top1(calibration.adapter.transform(vectors[queries])),
+                                    "map": calibration.adapter.describe()}
+        log(f"{name}: self-calibrated {entry['self_calibrated']}")
+        z, (embedded,) = _embedded_synthetic_faces([extractor], DEFAULT_FACES, 0)
+        entry["self_calibrated_fixed_penalty"] = {}
+        for penalty in PENALTIES:
+            mx, w, my = ridge(unit(embedded), unit(z), penalty)
+            entry["self_calibrated_fixed_penalty"][str(penalty)] = top1((vectors[queries] - mx) @ w + my)
+        log(f"{name}: fixed penalties {entry['self_calibrated_fixed_penalty']}")
+        photo_map = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
+                                     target=surrogate.name)
+        entry["photos"] = {"top1": top1(photo_map.transform(vectors[queries])), "map": photo_map.describe()}
+        log(f"{name}: photo-fitted {entry['photos']}")
+        result["sources"][name] = entry
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
