@@ -100,6 +100,9 @@ def test_top_matches_engine_measured_from_its_answers(database, monkeypatch):
         assert (narrow_rate.tpr, narrow_rate.fpr) == pytest.approx((full_rate.tpr, full_rate.fpr))
     assert any("returns at most 5 matches" in n for n in results.notes)
     assert any("N is not swept" in n for n in results.notes)
+    # the curve against queries is drawn by engines that score every identity, never by one that
+    # would be searched (and paid) again for each checkpoint
+    assert {p.engine for p in results.query_curve} == {"local:faceres-1024", "system:dlib-resnet128"}
     engine = {e.name: e for e in results.engines}["test:top-matches"]
     assert engine.remote and not engine.scores_every_identity and engine.max_k == 5
     assert TopMatchesOnly.closed == ["test:top-matches"]
