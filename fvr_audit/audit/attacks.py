@@ -39,14 +39,15 @@ def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start
     methods = list(settings.methods) if settings.methods is not None else available_reconstructors()
     spent = extractor.queries_used - queries_at_start
     eigen = dict(settings.method_settings.get("eigenfaces", {}))
+    eigen_settings = get_reconstructor("eigenfaces", **eigen).settings if "eigenfaces" in methods else None
     measurement = 2 * targets * len(methods)  # similarity as F sees it, and the database ranking
-    if "eigenfaces" in methods:  # its earlier faces, ranked in the database for the curve against queries
-        measurement += targets * get_reconstructor("eigenfaces", **eigen).settings.checkpoints
+    if eigen_settings is not None:  # its earlier faces, ranked in the database for the curve against queries
+        measurement += targets * eigen_settings.checkpoints
     left = budget - spent - measurement
     plan = f"{spent} spent on checks and calibration, at most {measurement} to measure {len(methods)} methods x {targets} targets"
     if "eigenfaces" in methods and "query_budget" not in eigen:
         per_target = left // targets if targets else 0
-        least = get_reconstructor("eigenfaces", **eigen).settings.batch + 1
+        least = eigen_settings.batch + 1
         if per_target < least:
             raise InputError(
                 f"--query-budget {budget}: too small ({plan}, leaving {max(left, 0)} for eigenfaces: fewer than one "
@@ -77,10 +78,11 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
     """The adapter F -> dlib-resnet128 for the parametric methods, when F has no generator of its own:
     fitted on ``--calibration`` photos when given, else self-calibrated on the tool's own faces."""
     from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, get_extractor
+    from fvr_audit.reconstructors.parametric.self_calibration import is_map_target
     from fvr_audit.reconstructors.parametric.store import find_reconstructor
 
     wanted = [m for m in (settings.methods or available_reconstructors()) if m in ADAPTED_METHODS]
-    if extractor.name == DEFAULT_EXTRACTOR:  # the adapter's target itself: nothing to map
+    if is_map_target(extractor):  # nothing to map: only the parametric methods may still lack a generator
         wanted = [m for m in wanted if m in PARAMETRIC_METHODS]
     own = [m for m in wanted
            if m in PARAMETRIC_METHODS and find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
@@ -145,11 +147,10 @@ def choose_reconstructors(settings: ScanSettings, extractor: Extractor, notes: l
                 raise InputError(f"--methods {name}: cannot attack {extractor.name}: {reason}")
             notes.append(f"{name} skipped: {reason}")
             continue
-        if name == "transfer" and not explicit and any(r.name == "gradient" for r in chosen):
-            # the surrogate stands in for missing gradients; with F's own, gradient is the stronger
-            # use of the time (README: 0.77 x the photo under mobileface-256 against 0.42 x)
-            notes.append(f"transfer skipped: gradient attacks {extractor.name} with its own gradients "
-                         "(--methods transfer runs it too)")
+        stands_in_for = reconstructor.info.stands_in_for
+        if stands_in_for and not explicit and any(r.name == stands_in_for for r in chosen):
+            notes.append(f"{name} skipped: {stands_in_for} attacks {extractor.name} with its own gradients "
+                         f"(--methods {name} runs it too)")
             continue
         chosen.append(reconstructor)
     if not chosen:

@@ -209,6 +209,7 @@ def query_curve(
     true_index = np.searchsorted(engine.identities, labels)
     spent = {summary.name: summary.queries_per_target_max for summary in summaries}
     order = list(answers)
+    n = min(gate_n, len(engine.identities))
     out: list[QueryCurvePoint] = []
     for method, earlier in checkpoints.items():
         if method not in answers:
@@ -223,7 +224,6 @@ def query_curve(
                 matrix, true_index, list(settings.ks), list(settings.ns), seeds=settings.draws,
                 threshold=engine.info.threshold, rng=_subset_draws(settings, engine_index, order.index(method)),
             )
-            n = min(gate_n, len(engine.identities))
             gate = next((r for r in rates if r.k == settings.gate_k and r.n == n), None)
             if gate is not None:
                 out.append(QueryCurvePoint(method, engine.name, int(queries), gate.k, gate.n, gate.tpr, gate.tpr_ci, final))

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from fvr_audit.extractors.registry import get_extractor
         from fvr_audit.io.atomic import atomic_write_text, check_writable
         from fvr_audit.model_store import model_path, models_dir
-        
+
         if summary_md is not None:
             check_writable(summary_md)
         targets, sources = demo_sources(models_dir() / "demo")

@@ -13,7 +13,8 @@ from fvr_audit.cli import options as opt
 from fvr_audit.cli.common import console, handle_errors
 from fvr_audit.cli.progress import progress_reporter
 from fvr_audit.errors import InputError
-from fvr_audit.extractors.registry import DEFAULT_EXTRACTOR, ExtractorOptions
+from fvr_audit.extractors.registry import ExtractorOptions
+from fvr_audit.reconstructors.parametric.self_calibration import is_map_target
 
 METHOD_HELP = (
     "Reconstruction method: eigenfaces (black-box, any F), gradient (white-box, torch F), "
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
                  "target_similarity": target_similarity}
         attack = build_reconstructor(method, **flags, **_adapted_extras(method, models, adapter))
         reason = attack.supports(model)
-        if reason and adapter is None and method in _adapted_methods() and model.name != DEFAULT_EXTRACTOR:
+        if reason and adapter is None and method in _adapted_methods() and not is_map_target(model):
             # No generator (or gradients) of its own for F: reach it through the tool's own faces, as scan does.
             from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
 

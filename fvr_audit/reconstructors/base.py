@@ -42,6 +42,9 @@ class ReconstructorInfo:
     reference: str
     #: Model files the attack uses besides F (e.g. an eigenface basis), by name.
     models: tuple[str, ...] = ()
+    #: The attack this one stands in for where F's gradients cannot be had (``transfer`` for
+    #: ``gradient``): by default the scan runs only one of the two.
+    stands_in_for: str | None = None
 
 
 @dataclass(frozen=True)

@@ -227,13 +227,14 @@ def reconstruct_to_folder(
     try:
         for result in executor.run(units):
             per_target_seconds = result.seconds / max(1, len(result.rows))
+            if result.checkpoints:
+                private_mkdir(folder / CHECKPOINTS)
             for j, row in enumerate(result.rows):
                 file = f"{row:05d}.png"
                 atomic_write_bytes(folder / file, png_bytes(result.images[j]))
                 earlier = []  # [queries, file] of each checkpoint face, written before the record names it
                 for checkpoint in result.checkpoints:
                     name = f"{CHECKPOINTS}/{row:05d}-q{checkpoint.queries:06d}.png"
-                    private_mkdir(folder / CHECKPOINTS)
                     atomic_write_bytes(folder / name, png_bytes(checkpoint.images[j]))
                     earlier.append([int(checkpoint.queries), name])
                 records[row] = {

@@ -65,6 +65,19 @@ class SelfCalibration:
         )
 
 
+def is_map_target(extractor: Extractor) -> bool:
+    """Whether ``extractor`` is the space the calibration maps into (dlib-resnet128): then there is
+    nothing to map, and the attacks that go through the map run on it directly.
+
+    >>> from fvr_audit.extractors.registry import get_extractor
+    >>> is_map_target(get_extractor("dlib-resnet128")), is_map_target(get_extractor("faceres-1024"))
+    (True, False)
+    """
+    from fvr_audit.probes import PRIOR_SPACE
+
+    return extractor.name == PRIOR_SPACE
+
+
 def cache_dir() -> Path:
     """``$FVR_AUDIT_CACHE`` or ``~/.cache/fvr-audit``."""
     env = os.environ.get(CACHE_ENV, "").strip()
