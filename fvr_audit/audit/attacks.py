@@ -114,7 +114,13 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
             on_progress=progress(f"self-calibration: {extractor.name} -> {target.name}", settings.calibration_faces),
         )
         adapter = calibration.adapter
-        how = f"through an adapter {calibration.describe()}; {calibration.queries} queries to F"
+        if calibration.queries:  # a service: what it was paid
+            spent = f"{calibration.queries} queries to F"
+        elif calibration.cached:
+            spent = "no queries to F this time"
+        else:  # a local model counts no service queries, yet it did embed every face
+            spent = f"{calibration.faces} faces embedded by F locally (no service queries)"
+        how = f"through an adapter {calibration.describe()}; {spent}"
         timings["calibration_queries"] = calibration.queries
     else:
         return None
