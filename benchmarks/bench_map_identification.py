@@ -5,9 +5,13 @@ Every attack that does not use F's own gradients (the parametric methods through
 is the wrong yardstick there (dlib-resnet128's impostor pairs sit at median cosine 0.84), so this
 measures identification: each held-out LFW photo's F vector, mapped, is ranked against every other
 LFW photo's true dlib-resnet128 vector (5,749 identities, an identity scoring its best photo), and
-top-1 is the share ranked first. Maps compared, per F:
+top-1 is the share ranked first; the same for each of the 400 AT&T photos against its 39 others'
+and all of LFW (a second data set, when ``att_faces`` lies beside LFW). Maps compared, per F:
 
-* ``self-calibrated``: the scan's map (the tool's own faces, the ridge penalty cross-validated on them);
+* ``self-calibrated``: the scan's map (the tool's own faces; the strongest ridge penalty that keeps
+  the held-out faces identifiable);
+* ``self-calibrated, cosine rule``: the same faces, the penalty of the best cross-validated cosine
+  (the scan's rule before issue #12's map change);
 * ``self-calibrated, penalty x``: the same faces, the ridge penalty fixed instead (a sweep);
 * ``photos``: a ridge fitted on LFW *training* photos (what ``--calibration DIR`` gives);
 * ``true``: the dlib-resnet128 vector itself (the ceiling).
@@ -28,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import emit, machine  # noqa: E402
+from _common import DEFAULT_LFW, emit, machine, require_lfw  # noqa: E402
+from bench_reconstruction import att_embeddings  # noqa: E402
 
 from fvr_audit.datasets.lfw import lfw_split  # noqa: E402
 from fvr_audit.extractors.registry import get_extractor  # noqa: E402
@@ -64,11 +69,31 @@ def ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, np.
     return mx, weights, my
 
 
+class Identification:
+    """Top-1 identification in dlib-resnet128's space: each query photo's mapped vector ranked against
+    every *other* photo's true dlib-resnet128 vector, an identity scoring its best photo."""
+
+    def __init__(self, dlib: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> None:
+        self.queries = queries
+        identities, owner = np.unique(labels, return_inverse=True)
+        self.order = np.argsort(owner, kind="stable")
+        self.bounds = np.searchsorted(owner[self.order], np.arange(len(identities) + 1))
+        self.truth = np.searchsorted(identities, labels[queries])
+        self.gallery = dlib
+
+    def top1(self, mapped: np.ndarray) -> float:
+        scores = unit(mapped) @ self.gallery.T
+        scores[np.arange(len(self.queries)), self.queries] = -np.inf  # not the photo itself
+        best = np.maximum.reduceat(scores[:, self.order], self.bounds[:-1], axis=1)
+        return round(float((best.argmax(1) == self.truth).mean()), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", default="faceres-1024,mobileface-256")
-    parser.add_argument("--queries", type=int, default=300, help="held-out identities, one photo each")
+    parser.add_argument("--queries", type=int, default=300, help="held-out LFW identities, one photo each")
     parser.add_argument("--photos", type=int, default=6000, help="training photos for the photo-fitted map")
+    parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
     args = parser.parse_args()
 
     paths, labels, dlib = load_cache("dlib-resnet128")
@@ -77,48 +102,58 @@ def main() -> None:
     for row, label in enumerate(labels):
         rows_of.setdefault(label, []).append(row)
     queries = np.array([rows[0] for name, rows in sorted(rows_of.items()) if name not in train and len(rows) > 1][: args.queries])
-    gallery = np.ones(len(labels), bool)
-    gallery[queries] = False
-    identities, owner = np.unique(labels[gallery], return_inverse=True)
-    order = np.argsort(owner, kind="stable")
-    bounds = np.searchsorted(owner[order], np.arange(len(identities) + 1))
-    truth = np.searchsorted(identities, labels[queries])
+    lfw = Identification(dlib, labels, queries)
+    # AT&T: every one of its 400 photos a query, the gallery its other photos plus all of LFW
+    att_folder = require_lfw(args.lfw).parent / "att_faces"
+    surrogate = get_extractor("dlib-resnet128")
+    sources = [get_extractor(n) for n in args.sources.split(",") if n]
+    att = att_embeddings(att_folder, [surrogate, *sources]) if (att_folder / "s1").is_dir() else None
 
-    def top1(mapped: np.ndarray) -> float:
-        scores = unit(mapped) @ dlib[gallery].T
-        best = np.maximum.reduceat(scores[:, order], bounds[:-1], axis=1)
-        return round(float((best.argmax(1) == truth).mean()), 4)
+    def scored(source: str, transform) -> dict:
+        out = {"lfw_top1": lfw.top1(transform(load_cache(source)[2][queries]))}  # F's LFW vectors
+        if att is not None:
+            att_paths, att_vectors = att[source]
+            both = Identification(np.concatenate([unit(att[surrogate.name][1]), dlib]),
+                                  np.concatenate([[p.split("/")[0] for p in att[surrogate.name][0]], labels]),
+                                  np.arange(len(att_paths)))
+            out["att_top1"] = both.top1(transform(unit(att_vectors)))
+        return out
 
     training = np.flatnonzero([label in train for label in labels])[: args.photos]
     result: dict = {
         "benchmark": "map_identification",
         "machine": machine(),
-        "queries": int(len(queries)),
-        "gallery_identities": int(len(identities)),
-        "true_dlib_vector_top1": top1(dlib[queries]),
+        "lfw_queries": int(len(queries)),
+        "lfw_gallery_identities": int(len(np.unique(labels))),
+        "att_queries": 0 if att is None else int(len(att[surrogate.name][0])),
+        "true_dlib_vector": scored(surrogate.name, lambda v: v),
         "sources": {},
     }
-    log(f"the true dlib-resnet128 vector: top-1 {result['true_dlib_vector_top1']}")
-    surrogate = get_extractor("dlib-resnet128")
-    for name in [n for n in args.sources.split(",") if n]:
+    if att is None:
+        log(f"{att_folder}: AT&T faces not found; LFW only")
+    log(f"the true dlib-resnet128 vector: {result['true_dlib_vector']}")
+    for extractor in sources:
+        name = extractor.name
         source_paths, _, vectors = load_cache(name)
         if not np.array_equal(source_paths, paths):
             raise SystemExit(f"{name}: its LFW cache lists other photos than dlib-resnet128's; rerun scripts/embed_lfw.py")
-        extractor = get_extractor(name)
         entry: dict = {}
         calibration = self_calibrate(extractor)
-        entry["self_calibrated"] = {"top1": top1(calibration.adapter.transform(vectors[queries])),
-                                    "map": calibration.adapter.describe()}
+        entry["self_calibrated"] = {**scored(name, calibration.adapter.transform), "map": calibration.adapter.describe()}
         log(f"{name}: self-calibrated {entry['self_calibrated']}")
         z, (embedded,) = _embedded_synthetic_faces([extractor], DEFAULT_FACES, 0)
+        by_cosine = RidgeAdapter.fit(embedded, z, np.arange(len(z)), source=name, target=surrogate.name).with_origin(
+            f"{len(z)} synthetic faces (self-calibration)", 0.0)
+        entry["self_calibrated_cosine_rule"] = {**scored(name, by_cosine.transform), "map": by_cosine.describe()}
+        log(f"{name}: self-calibrated, penalty by cosine {entry['self_calibrated_cosine_rule']}")
         entry["self_calibrated_fixed_penalty"] = {}
         for penalty in PENALTIES:
             mx, w, my = ridge(unit(embedded), unit(z), penalty)
-            entry["self_calibrated_fixed_penalty"][str(penalty)] = top1((vectors[queries] - mx) @ w + my)
+            entry["self_calibrated_fixed_penalty"][str(penalty)] = scored(name, lambda v, mx=mx, w=w, my=my: (v - mx) @ w + my)
         log(f"{name}: fixed penalties {entry['self_calibrated_fixed_penalty']}")
         photo_map = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
                                      target=surrogate.name)
-        entry["photos"] = {"top1": top1(photo_map.transform(vectors[queries])), "map": photo_map.describe()}
+        entry["photos"] = {**scored(name, photo_map.transform), "map": photo_map.describe()}
         log(f"{name}: photo-fitted {entry['photos']}")
         result["sources"][name] = entry
     emit(result)

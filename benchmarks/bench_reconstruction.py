@@ -313,6 +313,7 @@ def main() -> None:
     from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
     from fvr_audit.cli.scan_cmd import parse_method_options
+    from fvr_audit.reconstructors.parametric.self_calibration import is_map_target, self_calibrate
 
     chosen_settings = parse_method_options(args.method_settings)
     for method in [m for m in args.methods.split(",") if m]:
@@ -329,8 +330,8 @@ def main() -> None:
             from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 
             settings["adapter"] = RidgeAdapter.load(args.adapter)
-        elif method == "transfer":  # as the scan does: self-calibrated on the tool's own faces (shared queries)
-            from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
+        elif method == "transfer" or (method in PARAMETRIC and not is_map_target(f)):
+            # as the scan does: self-calibrated on the tool's own faces (queries shared by the database)
 
             calibration = self_calibrate(f)
             settings["adapter"] = calibration.adapter

@@ -228,6 +228,7 @@ def test_database_dimension_must_match_the_model(tmp_path):
 
 
 def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
+    from fvr_audit.reconstructors.parametric.adapter import PenaltySelection
     from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
 
     user = get_extractor(str(conv_model(tmp_path / "user.onnx")))
@@ -237,6 +238,9 @@ def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
     again = self_calibrate(user, faces=60)
     assert again.cached and again.queries == 0
     np.testing.assert_array_equal(again.adapter.weights, first.adapter.weights)
+    # the map's penalty keeps the held-out faces identifiable (not the best-cosine one), and says so
+    assert again.adapter.selection is PenaltySelection.IDENTIFICATION
+    assert "held-out faces identifiable" in again.adapter.describe()
 
 
 def test_scan_of_a_user_onnx_runs_every_attack_and_says_how_generators_were_obtained(tmp_path):

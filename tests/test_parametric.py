@@ -18,7 +18,7 @@ from fvr_audit.errors import InputError
 from fvr_audit.extractors.registry import get_extractor
 from fvr_audit.model_store import load_manifest, models_dir
 from fvr_audit.reconstructors.parametric import ParametricReconstructor
-from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+from fvr_audit.reconstructors.parametric.adapter import PenaltySelection, RidgeAdapter
 from fvr_audit.reconstructors.parametric.store import (
     export_trained,
     find_reconstructor,
@@ -163,6 +163,26 @@ def test_adapter_recovers_a_linear_map_and_round_trips(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not an fvr-audit adapter"):
         RidgeAdapter.load(tmp_path / "bad.npz")
+
+
+def test_adapter_penalty_rule_round_trips_and_older_files_read_as_the_cosine_rule(tmp_path):
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(300, 24))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    x = y @ rng.normal(size=(24, 48)) + 0.1 * rng.normal(size=(300, 48))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    by_cosine = RidgeAdapter.fit(x, y, np.arange(300), source="user", target="dlib-resnet128")
+    by_identity = RidgeAdapter.fit(x, y, np.arange(300), source="user", target="dlib-resnet128",
+                                   selection=PenaltySelection.IDENTIFICATION)
+    assert by_identity.lam > by_cosine.lam
+    by_identity.save(tmp_path / "a.npz")
+    again = RidgeAdapter.load(tmp_path / "a.npz")
+    assert again.selection is PenaltySelection.IDENTIFICATION and again.lam == by_identity.lam
+    # a file written before the rule was recorded (meta of four strings) reads as the cosine rule
+    arrays = dict(np.load(tmp_path / "a.npz", allow_pickle=False))
+    arrays["meta"] = arrays["meta"][:4]
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert RidgeAdapter.load(tmp_path / "old.npz").selection is PenaltySelection.COSINE
 
 
 def test_cli_train_export_and_models_listing(tmp_path, dlib):

@@ -10,7 +10,9 @@ its own calibration set:
    map does not learn one pose), in the canonical frame;
 3. embed F's crop of each face with F (one query per face, counted);
 4. fit the ridge adapter F(G(z)) -> z, cross-validated over faces: the vector to give a generator
-   so that F sees the face it was asked for.
+   so that F sees the face it was asked for. Its penalty is the strongest that keeps the held-out
+   faces identifiable (``PenaltySelection.IDENTIFICATION``): the map is used on real vectors, and
+   the penalty that fits the synthetic faces best carries less identity over to real photos.
 
 The adapter is cached per (F's sha256, preprocessing, crop, settings, generator files) in the
 user cache folder (``$FVR_AUDIT_CACHE`` or ``~/.cache/fvr-audit``), so a second scan of the same
@@ -32,7 +34,7 @@ import numpy as np
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.errors import InputError
 from fvr_audit.extractors.base import Extractor
-from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
+from fvr_audit.reconstructors.parametric.adapter import PenaltySelection, RidgeAdapter
 
 #: Synthetic faces embedded by F by default (one query each).
 DEFAULT_FACES = 2000
@@ -40,7 +42,7 @@ DEFAULT_FACES = 2000
 CHUNK = 250
 CACHE_ENV = "FVR_AUDIT_CACHE"
 #: Bump when the recipe changes, so old cached adapters are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def self_calibrate(
     before = extractor.queries_used
     z, (embedded,) = _embedded_synthetic_faces([extractor], faces, seed, on_progress)
     adapter = RidgeAdapter.fit(
-        embedded, z, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha
+        embedded, z, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha,
+        selection=PenaltySelection.IDENTIFICATION,
     )
     seconds = time.perf_counter() - start
     adapter = adapter.with_origin(f"{faces} synthetic faces (self-calibration)", seconds)
@@ -180,7 +183,7 @@ def synthetic_adapter(source: Extractor, target: Extractor, *, faces: int = DEFA
     start = time.perf_counter()
     _, (x, y) = _embedded_synthetic_faces([source, target], faces, seed)
     adapter = RidgeAdapter.fit(x, y, np.arange(faces), source=source.name, target=target.name,
-                               target_sha256=target.info.sha256 or "")
+                               target_sha256=target.info.sha256 or "", selection=PenaltySelection.IDENTIFICATION)
     adapter = adapter.with_origin(f"{faces} synthetic faces", time.perf_counter() - start)
     try:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
