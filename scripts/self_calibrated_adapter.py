@@ -1,0 +1,44 @@
+"""Write the self-calibrated map of a built-in extractor into dlib-resnet128's space, under either
+penalty rule, as an adapter file (for ``--adapter`` in the benchmarks; issue #12's A/B of the rule).
+
+    python scripts/self_calibrated_adapter.py --source mobileface-256 --rule cosine --out cosine-rule.npz
+
+The same faces and fit as the scan's self-calibration (2,000 of the tool's synthetic faces, seed 0);
+``--rule identification`` is what the scan uses, ``--rule cosine`` the rule before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from fvr_audit.extractors.registry import get_extractor  # noqa: E402
+from fvr_audit.probes import PRIOR_SPACE  # noqa: E402
+from fvr_audit.reconstructors.parametric.adapter import PenaltySelection, RidgeAdapter  # noqa: E402
+from fvr_audit.reconstructors.parametric.self_calibration import DEFAULT_FACES, _embedded_synthetic_faces  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="a built-in extractor name or an .onnx file")
+    parser.add_argument("--rule", choices=[r.value for r in PenaltySelection], default=PenaltySelection.IDENTIFICATION.value)
+    parser.add_argument("--faces", type=int, default=DEFAULT_FACES)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    extractor = get_extractor(args.source)
+    z, (embedded,) = _embedded_synthetic_faces([extractor], args.faces, 0)
+    adapter = RidgeAdapter.fit(embedded, z, np.arange(len(z)), source=extractor.name, target=PRIOR_SPACE,
+                               selection=PenaltySelection(args.rule))
+    adapter = adapter.with_origin(f"{args.faces} synthetic faces (self-calibration, {args.rule} rule)", 0.0)
+    adapter.save(args.out)
+    print(f"{adapter.describe()} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
