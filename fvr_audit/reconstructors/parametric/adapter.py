@@ -15,8 +15,8 @@ so the map is not tuned on the faces it is scored on, under one of two rules
   ``IDENTIFIABLE_SHARE`` of them). A map fitted on synthetic faces is used on real vectors; the
   cosine rule fits the synthetic look and picks a weak penalty, while identification of real
   photos in the target space peaks at the strongest penalty that keeps the synthetic faces apart
-  (benchmarks/bench_map_identification.py: LFW top-1 0.10 -> 0.22 from mobileface-256, 0.34 ->
-  0.34 from faceres-1024; AT&T 0.13 -> 0.30 and 0.14 -> 0.48).
+  (benchmarks/bench_map_identification.py, from mobileface-256: LFW top-1 0.09 -> 0.22, AT&T
+  0.13 -> 0.30; from faceres-1024 both rules choose the same penalty).
 
 Plain numpy; saved as an .npz of arrays (no pickles).
 """
