@@ -46,7 +46,7 @@ class PenaltySelection(str, Enum):
     def describe(self, lam: float) -> str:
         if self is PenaltySelection.COSINE:
             return f"lambda {lam:g}"
-        return f"lambda {lam:g} (the strongest keeping {IDENTIFIABLE_SHARE:.1%} of held-out faces identifiable)"
+        return f"lambda {lam:g} (the strongest keeping held-out faces identifiable)"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ class RidgeAdapter:
         >>> by_identity = RidgeAdapter.fit(x, y, np.arange(400), source="a", target="b",
         ...                                selection=PenaltySelection.IDENTIFICATION)
         >>> by_cosine.lam, by_identity.describe().split(", ")[1]
-        (0.01, 'lambda 10 (the strongest keeping 99.9% of held-out faces identifiable)')
+        (0.01, 'lambda 10 (the strongest keeping held-out faces identifiable)')
         """
         x = np.asarray(x, np.float64)
         y = np.asarray(y, np.float64)
