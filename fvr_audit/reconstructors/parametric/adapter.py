@@ -156,7 +156,8 @@ class RidgeAdapter:
                 mapped = _normalise((x[test] - mx) @ w + my)
                 truth = _normalise(y[test])
                 total += float(np.einsum("nd,nd->n", mapped, truth).sum())
-                hits += int((np.argmax(mapped @ truth.T, axis=1) == np.arange(len(truth))).sum())
+                if selection is PenaltySelection.IDENTIFICATION:  # a fold x fold matrix: only when asked for
+                    hits += int((np.argmax(mapped @ truth.T, axis=1) == np.arange(len(truth))).sum())
             scores[lam] = total / len(x)
             identified[lam] = hits / len(x)
         lam = max(scores, key=scores.get)
