@@ -109,14 +109,17 @@ def main() -> None:
     sources = [get_extractor(n) for n in args.sources.split(",") if n]
     att = att_embeddings(att_folder, [surrogate, *sources]) if (att_folder / "s1").is_dir() else None
 
+    with_att = None
+    if att is not None:  # built once: every map is scored against the same joint gallery
+        att_paths, att_dlib = att[surrogate.name]
+        with_att = Identification(np.concatenate([unit(att_dlib), dlib]),
+                                  np.concatenate([[p.split("/")[0] for p in att_paths], labels]), np.arange(len(att_paths)))
+    lfw_queries = {surrogate.name: dlib[queries]}  # each F's LFW query vectors (filled as each F is read)
+
     def scored(source: str, transform) -> dict:
-        out = {"lfw_top1": lfw.top1(transform(load_cache(source)[2][queries]))}  # F's LFW vectors
-        if att is not None:
-            att_paths, att_vectors = att[source]
-            both = Identification(np.concatenate([unit(att[surrogate.name][1]), dlib]),
-                                  np.concatenate([[p.split("/")[0] for p in att[surrogate.name][0]], labels]),
-                                  np.arange(len(att_paths)))
-            out["att_top1"] = both.top1(transform(unit(att_vectors)))
+        out = {"lfw_top1": lfw.top1(transform(lfw_queries[source]))}
+        if with_att is not None:
+            out["att_top1"] = with_att.top1(transform(unit(att[source][1])))
         return out
 
     training = np.flatnonzero([label in train for label in labels])[: args.photos]
@@ -137,6 +140,7 @@ def main() -> None:
         source_paths, _, vectors = load_cache(name)
         if not np.array_equal(source_paths, paths):
             raise SystemExit(f"{name}: its LFW cache lists other photos than dlib-resnet128's; rerun scripts/embed_lfw.py")
+        lfw_queries[name] = vectors[queries]
         entry: dict = {}
         calibration = self_calibrate(extractor)
         entry["self_calibrated"] = {**scored(name, calibration.adapter.transform), "map": calibration.adapter.describe()}

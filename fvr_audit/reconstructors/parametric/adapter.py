@@ -162,7 +162,7 @@ class RidgeAdapter:
             identified[lam] = hits / len(x)
         lam = max(scores, key=scores.get)
         if selection is PenaltySelection.IDENTIFICATION:
-            lam = max((lam for lam, share in identified.items() if share >= IDENTIFIABLE_SHARE), default=lam)
+            lam = max((penalty for penalty, share in identified.items() if share >= IDENTIFIABLE_SHARE), default=lam)
         w, mx, my = _fit(x, y, lam)
         fit_cos = float(np.mean(np.einsum("nd,nd->n", _normalise((x - mx) @ w + my), _normalise(y))))
         return cls(source, target, target_sha256, w, mx, my, float(lam), scores[lam], fit_cos, len(x), len(names),
