@@ -203,6 +203,22 @@ def test_a_phase_without_steps_still_prints_every_interval():
     assert lines[1:] == ["reconstruct: eigenfaces: 0/60 (0%), elapsed 0:00:30, ETA unknown"]
 
 
+def test_fractional_steps_give_a_share_and_an_eta_before_the_first_target_is_done():
+    # query-driven attacks report fractions of their targets per iteration (WorkShare)
+    lines: list[str] = []
+    clock = FakeClock()
+    reporter = LineReporter(lines.append, interval_s=30, clock=clock)
+    advance = reporter.phase("reconstruct: eigenfaces", 12)
+    for _ in range(3):
+        advance(12 / 50)
+    clock.now += 30
+    reporter.tick()
+    assert lines[-1] == "reconstruct: eigenfaces: 0/12 (6%), elapsed 0:00:30, ETA 0:07:50"
+    for _ in range(47):
+        advance(12 / 50)
+    assert lines[-1].startswith("reconstruct: eigenfaces: 12/12 done in")
+
+
 def test_progress_reporter_picks_lines_outside_a_terminal_bars_inside_and_nothing_when_quiet():
     log = io.StringIO()
     with progress_reporter(console=Console(file=log), interval_s=0.05) as reporter:

@@ -44,7 +44,7 @@ class Phase(ABC):
     """One counted piece of work. Call it to advance; ``update`` sets the count or the note."""
 
     @abstractmethod
-    def __call__(self, step: int = 1) -> None: ...
+    def __call__(self, step: float = 1) -> None: ...
 
     @abstractmethod
     def update(self, *, completed: int | None = None, note: str | None = None) -> None: ...
@@ -156,7 +156,7 @@ class _LinePhase(Phase):
         self._finished = False
         reporter._write(f"{description}: started, {self._total} to do")
 
-    def __call__(self, step: int = 1) -> None:
+    def __call__(self, step: float = 1) -> None:
         self._set(self._done + step)
 
     def update(self, *, completed: int | None = None, note: str | None = None) -> None:
@@ -165,11 +165,12 @@ class _LinePhase(Phase):
         if completed is not None:
             self._set(completed)
 
-    def _set(self, done: int) -> None:
+    def _set(self, done: float) -> None:
         with self._reporter._lock:
             if self._finished:
                 return
-            self._done = done
+            # an attack reports fractions of targets while it runs; their sum lands on whole targets
+            self._done = round(done) if abs(done - round(done)) < 1e-6 else done
             if self._total and self._done >= self._total:
                 self._finished = True
                 elapsed = self._reporter._clock() - self._started
@@ -190,7 +191,7 @@ class _LinePhase(Phase):
             eta = elapsed / self._done * (self._total - self._done) if self._done else None
             share = f" ({self._done / self._total:.0%})" if self._total else ""
             self._reporter._write(
-                f"{self._description}: {self._done}/{self._total}{share}, elapsed {clock_text(elapsed)}, "
+                f"{self._description}: {int(self._done)}/{self._total}{share}, elapsed {clock_text(elapsed)}, "
                 f"ETA {'unknown' if eta is None else clock_text(eta)}{self._note_text()}"
             )
 
@@ -214,7 +215,7 @@ class _RichPhase(Phase):
         self._bars = bars
         self._task_id = task_id
 
-    def __call__(self, step: int = 1) -> None:
+    def __call__(self, step: float = 1) -> None:
         self._bars.advance(self._task_id, step)
 
     def update(self, *, completed: int | None = None, note: str | None = None) -> None:
@@ -231,7 +232,7 @@ class _Silent(ProgressReporter):
 
 
 class _SilentPhase(Phase):
-    def __call__(self, step: int = 1) -> None:
+    def __call__(self, step: float = 1) -> None:
         pass
 
     def update(self, *, completed: int | None = None, note: str | None = None) -> None:

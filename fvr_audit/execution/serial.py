@@ -15,12 +15,15 @@ class SerialExecutor(Executor):
 
     workers = 1
 
-    def __init__(self, resolve: Resolver = build_from_specs) -> None:
+    def __init__(self, resolve: Resolver = build_from_specs, on_progress=None) -> None:
         self.resolve = resolve
+        #: The attack's own reports within a unit (in targets), e.g. every iteration of eigenfaces:
+        #: only a unit run here can report before it ends.
+        self.on_progress = on_progress
 
     def describe(self) -> str:
         return "serial"
 
     def run(self, units: Sequence[WorkUnit]) -> Iterator[UnitResult]:
         for unit in units:
-            yield run_unit(unit, self.resolve)
+            yield run_unit(unit, self.resolve, self.on_progress)

@@ -70,14 +70,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_unit(unit: WorkUnit, resolve: Resolver = build_from_specs) -> UnitResult:
-    """Reconstruct the unit's targets; the extractor and attack come from ``resolve``."""
+def run_unit(unit: WorkUnit, resolve: Resolver = build_from_specs, on_progress=None) -> UnitResult:
+    """Reconstruct the unit's targets; the extractor and attack come from ``resolve``.
+    ``on_progress``: the attack's reports while it runs (in targets; in this process only)."""
     if resolve is build_from_specs:  # in a worker, never in the driver
         _maybe_crash(unit)
     extractor, reconstructor = resolve(unit)
     before = extractor.queries_used
     with compute_threads(unit.threads):
-        result = reconstructor.reconstruct(unit.vectors, extractor, target_seeds=list(unit.seeds))
+        result = reconstructor.reconstruct(unit.vectors, extractor, target_seeds=list(unit.seeds), on_progress=on_progress)
     settings = dict(result.settings or {})
     traces = settings.pop("trace", None) or [[] for _ in unit.rows]
     return UnitResult(

@@ -75,7 +75,41 @@ class ReconstructionResult:
     checkpoints: tuple[Checkpoint, ...] = ()
 
 
-ProgressCallback = Callable[[int], None]
+#: ``on_progress(n)``: n more targets' worth of work done. An attack that advances all its targets
+#: together reports fractions as it goes (see :class:`WorkShare`); its reports sum to its targets.
+ProgressCallback = Callable[[float], None]
+
+
+class WorkShare:
+    """Turns "this share of the call's work is done" into ``on_progress`` reports in targets.
+
+    A query-driven attack moves all its targets together for minutes; reporting only at the end
+    left a progress line at "0/12, ETA unknown" for all that time.
+
+    >>> reports = []
+    >>> share = WorkShare(reports.append, 4)
+    >>> share.reached(0.25); share.reached(0.5); share.finish()
+    >>> reports, sum(reports)
+    ([1.0, 1.0, 2.0], 4.0)
+    """
+
+    def __init__(self, on_progress: ProgressCallback | None, targets: int) -> None:
+        self._report = on_progress
+        self._targets = float(targets)
+        self._done = 0.0
+
+    def reached(self, share: float) -> None:
+        """``share`` (0..1) of the work is done now; reports the part not yet reported."""
+        done = min(1.0, max(0.0, share)) * self._targets
+        if self._report is not None and done > self._done:
+            self._report(done - self._done)
+            self._done = done
+
+    def finish(self) -> None:
+        """All the work is done (a call whose targets stopped early reports the rest here)."""
+        if self._report is not None and self._targets > self._done:
+            self._report(self._targets - self._done)
+        self._done = self._targets
 
 #: Multiplier of the run's seed in each target's seed (a prime: rows of runs with nearby seeds
 #: do not share seeds).

@@ -52,6 +52,7 @@ from fvr_audit.reconstructors.base import (
     ReconstructionResult,
     Reconstructor,
     ReconstructorInfo,
+    WorkShare,
     seeds_for,
 )
 from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis, to_canonical_uint8
@@ -243,6 +244,7 @@ class EigenfacesReconstructor(Reconstructor):
         history: list[list[float]] = [[] for _ in range(n)]
         snapshot_after = checkpoint_iterations(iterations, s.checkpoints)
         checkpoints: list[Checkpoint] = []
+        work = WorkShare(on_progress, n)
 
         for it in range(iterations):
             rows = np.flatnonzero(active)
@@ -289,6 +291,7 @@ class EigenfacesReconstructor(Reconstructor):
             if it + 1 in snapshot_after:  # the face each target holds now (jitter: its current z)
                 held = _render(basis, np.clip(z, -s.clip, s.clip)) if jitter else best_img.copy()
                 checkpoints.append(Checkpoint((it + 1) * s.batch, held))
+            work.reached((it + 1) / iterations)
         if jitter or iterations == 0:
             # Jittered scores are of moving views: the answer is the final face, scored as it is.
             final = np.clip(z, -s.clip, s.clip)
@@ -301,8 +304,7 @@ class EigenfacesReconstructor(Reconstructor):
                 trace[r].append([int(queries[r]), round(float(best_sim[r]), 5)])
         kept = {c.queries for c in checkpoints}  # every target stopped early: later checkpoints hold the answer
         checkpoints += [Checkpoint(it * s.batch, best_img) for it in sorted(snapshot_after) if it * s.batch not in kept]
-        if on_progress:
-            on_progress(n)
+        work.finish()
         settings = {"preset_resolved": asdict(s), "iterations_run": int(iterations), "trace": trace}
         return ReconstructionResult(
             images=best_img,

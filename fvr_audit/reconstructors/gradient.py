@@ -44,6 +44,7 @@ from fvr_audit.reconstructors.base import (
     ReconstructionResult,
     Reconstructor,
     ReconstructorInfo,
+    WorkShare,
     seeds_for,
 )
 from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis
@@ -206,20 +207,25 @@ class GradientReconstructor(Reconstructor):
         surrogates = self._surrogates(extractor, targets)
         images, steps, traces = [], [], []
         bt = self.settings.batch_targets
-        for lo in range(0, len(targets), bt):
+        n = len(targets)
+        work = WorkShare(on_progress, n)
+        for lo in range(0, n, bt):
             chunk = [(ext, fwd, mapped[lo : lo + bt]) for ext, fwd, mapped, _ in surrogates]
-            imgs, used, trace = self._optimise(targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk)
+            size = len(targets[lo : lo + bt])
+            imgs, used, trace = self._optimise(
+                targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk,
+                on_share=lambda share, lo=lo, size=size: work.reached((lo + share * size) / n),
+            )
             images.append(imgs)
             steps.append(used)
             traces += trace
-            if on_progress:
-                on_progress(len(imgs))
         images_all = np.concatenate(images) if images else np.zeros((0, 200, 200, 3), np.uint8)
         similarity = np.einsum(
             "nd,nd->n", extractor.embed(crop_from_canonical(images_all, extractor.geometry)), targets
         ).astype(np.float32)
         queries = np.concatenate(steps).astype(np.int64) * self.settings.samples + 1 if steps else np.zeros(0, np.int64)
         self._restart_weak(targets, seeds, extractor, forward, surrogates, images_all, similarity, queries)
+        work.finish()
         return ReconstructionResult(
             images=images_all,
             similarity=similarity,
@@ -290,7 +296,8 @@ class GradientReconstructor(Reconstructor):
     # ------------------------------------------------------------------------------------------
 
     def _optimise(self, targets: np.ndarray, seeds: list[int], extractor: Extractor, forward, surrogates=(),
-                  init_z: np.ndarray | None = None):
+                  init_z: np.ndarray | None = None, on_share=None):
+        """(images, steps used, traces) of one batch; ``on_share(share)``: share of the steps done."""
         import torch
         import torch.nn.functional as F
 
@@ -393,6 +400,8 @@ class GradientReconstructor(Reconstructor):
                     active[i] = False
                 if s.target_similarity is not None and smooth[i] >= s.target_similarity:
                     active[i] = False
+            if on_share is not None:
+                on_share((step + 1) / iterations)
         with torch.no_grad():
             final = render(z, r).clamp(0, 255)
         images = final.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -223,7 +223,13 @@ def reconstruct_to_folder(
     todo = sum(len(unit.rows) for unit in units)
     label_of = (lambda row: None) if labels is None else (lambda row: str(labels[position[row]]))
     owned = executor is None
-    executor = executor or SerialExecutor(lambda unit: (extractor, reconstructor))
+    within_unit = [0.0]  # targets' worth of the running unit already reported by the attack itself
+
+    def partial(step: float) -> None:
+        within_unit[0] += step
+        on_progress(step)
+
+    executor = executor or SerialExecutor(lambda unit: (extractor, reconstructor), on_progress=partial if on_progress else None)
     try:
         for result in executor.run(units):
             per_target_seconds = result.seconds / max(1, len(result.rows))
@@ -254,8 +260,10 @@ def reconstruct_to_folder(
             if not result_settings:
                 result_settings.update(json.loads(json.dumps(result.settings, default=str)))
             write_manifest()
-            if on_progress:
-                on_progress(len(result.rows))
+            remainder = len(result.rows) - within_unit[0]
+            within_unit[0] = 0.0
+            if on_progress and remainder > 1e-9:
+                on_progress(remainder)
     finally:
         if owned:
             executor.close()
