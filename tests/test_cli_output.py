@@ -189,7 +189,7 @@ def test_plain_progress_prints_start_every_interval_and_done():
 
 
 def test_a_phase_without_steps_still_prints_every_interval():
-    # eigenfaces reports all its targets at the end: the heartbeat keeps the log alive meanwhile.
+    # a phase may report no step for minutes (a slow first unit): the heartbeat keeps the log alive.
     lines: list[str] = []
     clock = FakeClock()
     reporter = LineReporter(lines.append, interval_s=30, clock=clock)
