@@ -209,12 +209,14 @@ class GradientReconstructor(Reconstructor):
         bt = self.settings.batch_targets
         n = len(targets)
         work = WorkShare(on_progress, n)
+        # the second starts of weak targets come after the batches: the batches' share stops short
+        first_pass = 0.95 if self.settings.restarts else 1.0
         for lo in range(0, n, bt):
             chunk = [(ext, fwd, mapped[lo : lo + bt]) for ext, fwd, mapped, _ in surrogates]
             size = len(targets[lo : lo + bt])
             imgs, used, trace = self._optimise(
                 targets[lo : lo + bt], seeds[lo : lo + bt], extractor, forward, chunk,
-                on_share=lambda share, lo=lo, size=size: work.reached((lo + share * size) / n),
+                on_share=lambda share, lo=lo, size=size: work.reached(first_pass * (lo + share * size) / n),
             )
             images.append(imgs)
             steps.append(used)
