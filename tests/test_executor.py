@@ -127,11 +127,11 @@ def test_a_killed_scan_resumes_without_redoing_finished_units(database, tmp_path
     calls = []
     real = serial.run_unit
 
-    def dies_on_the_second_unit(unit, resolve):
+    def dies_on_the_second_unit(unit, resolve, on_progress=None):
         calls.append(unit.rows)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the operator's Ctrl-C, or the machine going down
-        return real(unit, resolve)
+        return real(unit, resolve, on_progress)
 
     monkeypatch.setattr(serial, "run_unit", dies_on_the_second_unit)
     dlib = get_extractor("dlib-resnet128")
@@ -141,7 +141,8 @@ def test_a_killed_scan_resumes_without_redoing_finished_units(database, tmp_path
     assert len(list((tmp_path / ".work" / "gradient").glob("*.png"))) == len(first_unit) == 8
 
     calls.clear()
-    monkeypatch.setattr(serial, "run_unit", lambda unit, resolve: calls.append(unit.rows) or real(unit, resolve))
+    monkeypatch.setattr(serial, "run_unit",
+                        lambda unit, resolve, on_progress=None: calls.append(unit.rows) or real(unit, resolve, on_progress))
     resumed = run_scan(database / "db.npz", dlib, settings)
     assert calls == [tuple(t.index for t in resumed.results.targets[8:])]  # only the unit in progress
     fresh = run_scan(database / "db.npz", dlib, ScanSettings(**{**settings.__dict__, "work_dir": None}))
