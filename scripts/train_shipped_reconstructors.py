@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--export", action="store_true", help="export the finished checkpoint into models/")
     parser.add_argument("--export-dir", type=Path, default=None, help="export into this models folder instead")
+    parser.add_argument("--surrogates", default=None, help='second recognizers for the photo-feature loss, e.g. "mobileface-256"')
+    parser.add_argument("--surrogate-weight", type=float, default=None)
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: the cache)")
     parser.add_argument("--allow-partial", action="store_true", help="export a checkpoint stopped before its last epoch")
     args = parser.parse_args()
@@ -45,7 +47,7 @@ def main() -> None:
     extractor = get_extractor(args.extractor)
     data_file = CACHE / f"lfw-train-{extractor.name}.npz"
     work = args.work or CACHE / f"{args.method}-{extractor.name}"
-    settings = default_settings(args.method, epochs=args.epochs)
+    settings = default_settings(args.method, epochs=args.epochs, surrogates=args.surrogates, surrogate_weight=args.surrogate_weight)
     if args.export:
         from fvr_audit.reconstructors.parametric.store import export_trained
 

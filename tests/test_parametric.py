@@ -313,6 +313,29 @@ def test_black_box_extractor_trains_with_a_surrogate_perceptual_loss_recorded_as
     assert "dlib-resnet128" in result.models_used
 
 
+def test_a_surrogate_in_training_pulls_towards_the_photo_and_is_recorded_as_used(tmp_path, dlib):
+    """``surrogates``: a second recognizer's features of R(v) against its features of the real photo,
+    on top of F's identity loss; the exported generator lists it as used (so it never judges it)."""
+    data = synthetic_data(dlib, identities=6, per_identity=2)
+    steps = []
+    settings = default_settings(
+        "naive", epochs=1, batch_size=4, identity_samples=2, validation_identities=1, surrogates="mobileface-256"
+    )
+    train(data, dlib, settings, tmp_path / "w", on_step=lambda e, s, n, losses: steps.append(losses))
+    assert all({"identity", "surrogate:mobileface-256"} <= set(losses) for losses in steps)
+    assert all(0.0 <= losses["surrogate:mobileface-256"] <= 2.0 for losses in steps)
+    entry = export_trained(tmp_path / "w", dlib, "naive", directory=tmp_path / "models", script="test")
+    assert entry.details["models_used_in_training"] == ["dlib-resnet128", "mobileface-256"]
+    result = ParametricReconstructor("naive", models=(tmp_path / "models",)).reconstruct(data.vectors[:2], dlib)
+    assert "mobileface-256" in result.models_used
+    # a checkpoint made with a surrogate is another run than one without
+    with pytest.raises(InputError, match="other settings"):
+        train(data, dlib, default_settings("naive", epochs=1, batch_size=4, identity_samples=2,
+                                           validation_identities=1), tmp_path / "w", resume=True)
+    with pytest.raises(InputError, match="F itself"):
+        train(data, dlib, replace(settings, surrogates="dlib-resnet128"), tmp_path / "w2")
+
+
 def test_scan_of_an_extractor_without_generators_uses_the_calibration_adapter(lfw_dir, tmp_path):
     """F = mobileface-256 has no trained reconstructor: with self-calibration off and no --calibration
     the scan says how to get one; with it, naive runs through a ridge adapter into dlib space and dlib

@@ -133,6 +133,7 @@ def export_trained(
     used = [extractor.name]
     if feature_model and not feature_model.startswith(extractor.name):
         used.append(feature_model.split(" ")[0])
+    used.extend(name for name in fingerprint.get("surrogates", []) if name not in used)
     details = {
         "method": method,
         "extractor": extractor.name,

@@ -70,6 +70,13 @@ class TrainSettings:
     identity_from: float = 0.0
     #: Random zoom (+- share) of F's crop in the identity loss, on top of the shift and mirror.
     identity_jitter_scale: float = 0.05
+    #: Second recognizers (built-in names joined by "+") whose features of R(v) are pulled towards
+    #: their features of the real photo: 1 - cosine(S(R(v)), S(photo)), on the identity faces of
+    #: each batch. The photo is at hand when training, so no map between recognizers is needed; each
+    #: surrogate is recorded as used and may then not judge the generator.
+    surrogates: str = ""
+    #: Weight of each surrogate's loss.
+    surrogate_weight: float = 0.5
     #: vec2face: weight of the generator's adversarial loss.
     adversarial_weight: float = 0.0
     #: Identities held out for validation (seeded), and most validation faces scored per epoch.
@@ -86,7 +93,17 @@ class TrainSettings:
             raise InputError(f"train: --lr {self.lr}: must be positive")
         if not 0 <= self.identity_from <= 1:
             raise InputError(f"train: identity_from {self.identity_from}: must be in [0, 1]")
+        if self.surrogate_weight < 0:
+            raise InputError(f"train: surrogate_weight {self.surrogate_weight}: must be >= 0")
         return self
+
+    def surrogate_names(self) -> tuple[str, ...]:
+        """The surrogate recognizers, in order.
+
+        >>> default_settings("naive", surrogates="mobileface-256").surrogate_names()
+        ('mobileface-256',)
+        """
+        return tuple(n for n in self.surrogates.split("+") if n)
 
 
 #: Surrogate recognizer of the perceptual loss when F is a black box.
@@ -385,17 +402,33 @@ def train(
             surrogate = get_extractor(SURROGATE)
             perceptual = _IdentityLoss(surrogate, torch_forward(surrogate)[0], settings.seed, settings.identity_jitter_scale)
             feature_model = f"{surrogate.name} (perceptual surrogate)"
+    second: list[tuple[str, _IdentityLoss]] = []
+    if settings.surrogate_weight > 0:
+        from fvr_audit.extractors.registry import get_extractor
+
+        for name in settings.surrogate_names():
+            if name == extractor.name:
+                raise InputError(f"train: surrogate {name} is F itself")
+            other = get_extractor(name)
+            forward, reason = torch_forward(other)
+            if forward is None:
+                raise InputError(f"train: surrogate {name}: {reason}")
+            second.append((other.name, _IdentityLoss(other, forward, settings.seed + 1, settings.identity_jitter_scale)))
 
     val_mask = split_validation(data.labels, settings.validation_identities, settings.seed)
     train_rows = np.flatnonzero(~val_mask)
     # Resuming may raise --epochs (train longer); any other change makes it another run.
+    # (the surrogate fields only when used, so checkpoints made before they existed still resume)
+    unused = {"epochs"} | ({"surrogates", "surrogate_weight"} if not second else set())
     fingerprint = {
-        "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"},
+        "settings": {k: v for k, v in asdict(settings).items() if k not in unused},
         "faces": int(len(data.faces)),
         "extractor_sha256": data.extractor_sha256,
         "validation": sorted(set(np.asarray(data.labels)[val_mask].tolist())),
         "feature_loss_model": feature_model,
     }
+    if second:
+        fingerprint["surrogates"] = [name for name, _ in second]
     history: list[dict] = []
     start_epoch = 0
     checkpoint_file = work / CHECKPOINT
@@ -449,10 +482,18 @@ def train(
                 with torch.no_grad():
                     reference = perceptual.embed(real[:k], jitter=False)
                 losses["perceptual"] = perceptual(fake[:k], reference)
+            for name, loss in second:
+                if progress >= settings.identity_from:
+                    with torch.no_grad():
+                        reference = loss.embed(real[:k], jitter=False)
+                    losses[f"surrogate:{name}"] = loss(fake[:k], reference)
             total = settings.pixel_weight * losses["pixel"]
             for name in ("identity", "perceptual"):
                 if name in losses:
                     total = total + settings.identity_weight * losses[name]
+            for name, _ in second:
+                if f"surrogate:{name}" in losses:
+                    total = total + settings.surrogate_weight * losses[f"surrogate:{name}"]
             if "adv" in losses:
                 total = total + settings.adversarial_weight * losses["adv"]
             opt_g.zero_grad(set_to_none=True)
