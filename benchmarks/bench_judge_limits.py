@@ -53,10 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import DEFAULT_LFW, emit, machine, require_lfw  # noqa: E402
 from bench_reconstruction import (  # noqa: E402
     Gallery,
-    att_embeddings,
     choose_att_targets,
     choose_targets,
-    lfw_embeddings,
+    dataset_embeddings,
     log,
     topk_rows,
 )
@@ -143,15 +142,8 @@ def main() -> None:
     lfw = require_lfw(args.lfw)
     f = get_extractor(args.extractor)
     judges = {name: get_extractor(name) for name in args.engines.split(",") if name}
-    embedded = lfw_embeddings(lfw, [f, *judges.values()])
+    embedded = dataset_embeddings(lfw, [f, *judges.values()], args.dataset)
     train_names = set(lfw_split("train"))
-    if args.dataset == "att":
-        att = lfw.parent / "att_faces"
-        if not (att / "s1").is_dir():
-            raise SystemExit(f"error: {att}: the AT&T faces (s1..s40) not found beside LFW")
-        extra = att_embeddings(att, [f, *judges.values()])
-        embedded = {name: (np.concatenate([embedded[name][0], extra[name][0]]),
-                           np.concatenate([embedded[name][1], extra[name][1]])) for name in embedded}
     paths_f, vectors_f = embedded[f.name]
     targets = (choose_att_targets if args.dataset == "att" else choose_targets)(paths_f, args.targets, args.seed)
     target_paths = paths_f[targets]

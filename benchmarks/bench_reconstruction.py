@@ -158,6 +158,19 @@ def att_embeddings(att: Path, extractors: list[Extractor], policy: NoFacePolicy 
     return result
 
 
+def dataset_embeddings(lfw: Path, extractors: list[Extractor], dataset: str) -> dict:
+    """:func:`lfw_embeddings`, with the AT&T faces (beside LFW) appended when ``dataset`` is "att"."""
+    embedded = lfw_embeddings(lfw, extractors)
+    if dataset == "att":
+        att = lfw.parent / "att_faces"
+        if not (att / "s1").is_dir():
+            raise SystemExit(f"error: {att}: the AT&T faces (s1..s40) not found beside LFW")
+        extra = att_embeddings(att, extractors)
+        embedded = {name: (np.concatenate([embedded[name][0], extra[name][0]]),
+                           np.concatenate([embedded[name][1], extra[name][1]])) for name in embedded}
+    return embedded
+
+
 def choose_att_targets(paths: np.ndarray, count: int, seed: int) -> list[int]:
     """Rows of one face each of ``count`` AT&T identities (all 40 by default: no reconstructor was
     trained on any of them), the face drawn at random among the identity's ten."""
@@ -258,14 +271,7 @@ def main() -> None:
     f = get_extractor(args.extractor)
     engines = {name: (f if name == f.name else get_extractor(name)) for name in engine_names}
     all_models = [f] + [e for n, e in engines.items() if n != f.name]
-    embedded = lfw_embeddings(lfw, all_models)
-    if args.dataset == "att":
-        att = lfw.parent / "att_faces"
-        if not (att / "s1").is_dir():
-            raise SystemExit(f"error: {att}: the AT&T faces (s1..s40) not found beside LFW")
-        extra = att_embeddings(att, all_models)
-        embedded = {name: (np.concatenate([embedded[name][0], extra[name][0]]),
-                           np.concatenate([embedded[name][1], extra[name][1]])) for name in embedded}
+    embedded = dataset_embeddings(lfw, all_models, args.dataset)
     if args.cache_only:
         log("cache filled")
         return
@@ -309,7 +315,7 @@ def main() -> None:
         result["rows"][f"original|{name}"] = topk_rows(scores, truths[name], args.topk_seeds)
         log(f"original under {name}: {result['rows'][f'original|{name}']}")
 
-    from fvr_audit.reconstructors.registry import get_reconstructor
+    from fvr_audit.reconstructors.registry import ADAPTED_METHODS, GENERATOR_METHODS, SEARCH_METHODS, get_reconstructor
     from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
     from fvr_audit.cli.scan_cmd import parse_method_options
@@ -320,17 +326,17 @@ def main() -> None:
         settings = {}
         if args.iterations is not None:
             settings["iterations"] = args.iterations
-        if args.batch is not None and method == "eigenfaces":
+        if args.batch is not None and method in SEARCH_METHODS:
             settings["batch"] = args.batch
-        if args.query_budget is not None and method == "eigenfaces":
+        if args.query_budget is not None and method in SEARCH_METHODS:
             settings["query_budget"] = args.query_budget
-        if method in PARAMETRIC:
+        if method in GENERATOR_METHODS:
             settings["models"] = tuple(args.models)
-        if method in (*PARAMETRIC, "transfer") and args.adapter is not None:
+        if method in ADAPTED_METHODS and args.adapter is not None:
             from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 
             settings["adapter"] = RidgeAdapter.load(args.adapter)
-        elif method == "transfer" or (method in PARAMETRIC and not is_map_target(f)):
+        elif method in ADAPTED_METHODS and (method == "transfer" or not is_map_target(f)):
             # as the scan does: self-calibrated on the tool's own faces (queries shared by the database)
 
             calibration = self_calibrate(f)

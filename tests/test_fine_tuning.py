@@ -143,7 +143,8 @@ def test_scan_tunes_adapted_generators_on_rows_other_than_the_targets(tmp_path, 
     user = get_extractor(str(conv_model(tmp_path / "user.onnx")))
     db_file = plain_database(tmp_path / "v.npy", user, rows=90)
     outcome = run_scan(db_file, user, ScanSettings(sample=3, calibration_faces=40, fine_tune_steps=2,
-                                                   methods=("naive",)))
+                                                   methods=("naive", "refine"),
+                                                   method_settings={"refine": {"preset": "demo", "iterations": 1}}))
     results = outcome.results
     assert set(seen) == {"naive"}
     db = np.load(db_file)
@@ -157,6 +158,11 @@ def test_scan_tunes_adapted_generators_on_rows_other_than_the_targets(tmp_path, 
     assert naive.settings["tuned"]["tuned_from"] == "reconstructor-naive-dlib-resnet128.onnx"
     assert "user.onnx" in naive.models_used and "dlib-resnet128" in naive.models_used
     assert "fine_tune_naive_seconds" in results.timings
+    # refine starts from the tuned generator (found for F itself: no adapter any more)
+    refine = next(m for m in results.methods if m.name == "refine")
+    assert refine.settings["start_settings"]["adapter"] is None
+    assert Path(refine.settings["start_settings"]["models"][0]).parent.name == "generators"  # the tuned file's folder
+    assert "reconstructor-naive-dlib-resnet128.onnx" not in refine.models_used
     assert results.settings["fine_tune_steps"] == 2
     assert attacks.MAX_TUNING_ROWS >= 87
 

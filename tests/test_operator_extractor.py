@@ -186,11 +186,12 @@ def test_unsupported_op_names_it_and_the_scan_falls_back(tmp_path):
                                  "--no-pdf", "-o", str(tmp_path / "o1"), "--quiet"])
     assert result.exit_code == 2 and "Round" in result.output and "error:" in result.output
     outcome = run_scan(db, user, ScanSettings(sample=2, methods=None, method_settings={
-        "eigenfaces": {"iterations": 2, "batch": 8}, "transfer": {"iterations": 2}}, calibration_faces=40))
+        "eigenfaces": {"iterations": 2, "batch": 8}, "transfer": {"iterations": 2},
+        "refine": {"iterations": 2, "batch": 8}}, calibration_faces=40))
     notes = " ".join(outcome.results.notes)
     assert "gradient skipped" in notes and "Round" in notes
     # without F's gradients, transfer runs the gradient attack on the surrogate instead
-    assert {m.name for m in outcome.results.methods} == {"eigenfaces", "nbnet", "vec2face", "naive", "transfer"}
+    assert {m.name for m in outcome.results.methods} == {"eigenfaces", "nbnet", "vec2face", "naive", "transfer", "refine"}
 
 
 def test_a_copy_of_a_builtin_is_recognised_as_that_builtin(tmp_path):
@@ -248,9 +249,10 @@ def test_scan_of_a_user_onnx_runs_every_attack_and_says_how_generators_were_obta
     user = get_extractor(str(model))
     db = plain_database(tmp_path / "v.npy", user, rows=20)
     outcome = run_scan(db, user, ScanSettings(sample=3, calibration_faces=60, method_settings={
-        "eigenfaces": {"iterations": 2, "batch": 8}, "gradient": {"iterations": 3}, "transfer": {"iterations": 3}}))
+        "eigenfaces": {"iterations": 2, "batch": 8}, "gradient": {"iterations": 3}, "transfer": {"iterations": 3},
+        "refine": {"iterations": 2, "batch": 8}}))
     results = outcome.results
-    assert {m.name for m in results.methods} == {"gradient", "eigenfaces", "nbnet", "vec2face", "naive"}
+    assert {m.name for m in results.methods} == {"gradient", "eigenfaces", "nbnet", "vec2face", "naive", "refine"}
     assert any(n.startswith("transfer skipped: gradient attacks user.onnx with its own gradients") for n in results.notes)
     naive = next(m for m in results.methods if m.name == "naive")
     assert "dlib-resnet128" in naive.models_used and "synthetic faces" in naive.settings["adapter"]
@@ -307,14 +309,20 @@ def test_endpoint_scan_counts_every_query_like_the_server(tmp_path, monkeypatch)
     db = plain_database(tmp_path / "v.npy", local, rows=15)
     with served(local) as (server, remote):
         outcome = run_scan(db, remote, ScanSettings(sample=3, calibration_faces=40, query_budget=1000,
-                                                    methods=("eigenfaces", "naive", "nbnet", "vec2face")))
+                                                    methods=("eigenfaces", "refine", "naive", "nbnet", "vec2face")))
     results = outcome.results
     phases = results.extractor["queries_by_phase"]
     assert results.extractor["queries_used"] == server.requests == remote.queries_used
     assert phases["total"] == server.requests
     assert phases["calibration"] == 40 and phases["check"] == 16 + 1  # the faces and mirrors, and the dimension probe
-    eigen = next(m for m in results.methods if m.name == "eigenfaces")
-    assert eigen.queries_per_target_max <= results.settings["method_settings"]["eigenfaces"]["query_budget"]
+    # the two searches share what the fixed costs leave, equally
+    shared = {name: results.settings["method_settings"][name]["query_budget"] for name in ("eigenfaces", "refine")}
+    assert shared["eigenfaces"] == shared["refine"] >= 17
+    for name in shared:
+        method = next(m for m in results.methods if m.name == name)
+        assert method.queries_per_target_max <= shared[name]
+    refine = next(m for m in results.methods if m.name == "refine")
+    assert any(used.startswith("adapter ") for used in refine.models_used)  # its generator reached F through the map
     assert server.requests <= 1000
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from fvr_audit.alignment.canonical import crop_from_canonical
 from fvr_audit.errors import InputError
+from fvr_audit.extractors.registry import get_extractor
 from fvr_audit.extractors.base import (
     AlignmentTemplate,
     ChannelOrder,
@@ -147,7 +148,7 @@ def test_basis_is_shipped_verified_and_orthonormal(basis):
 
 
 def test_registry_lists_both_methods_with_their_access():
-    assert {"eigenfaces", "gradient"} <= set(available_reconstructors())
+    assert {"eigenfaces", "gradient", "refine"} <= set(available_reconstructors())
     assert get_reconstructor("eigenfaces").info.access is AttackAccess.BLACK_BOX
     assert get_reconstructor("gradient").info.access is AttackAccess.WHITE_BOX
     assert get_reconstructor("eigenfaces", preset="paper").settings.effective_iterations() * 64 == 128_000
@@ -198,6 +199,45 @@ def test_eigenfaces_budget_and_early_stop(basis):
     assert jittered.reconstruct(targets, f).queries.tolist() == [33, 33]  # 4 x 8 + final scoring <= 40
     flat = create_eigenfaces(iterations=30, batch=8, plateau_iterations=3, plateau_tol=1.0, components=32)
     assert flat.reconstruct(targets, f).queries.tolist() == [4 * 8 + 1] * 2  # plateau: 4 iterations, + final
+
+
+def test_the_search_starts_from_the_faces_it_is_given(basis):
+    """``start_faces``: projection plus a kept residual reproduce each start face, so tiny steps
+    leave it as it was (up to rounding); from the mean face the same search ends elsewhere."""
+    f = ProjectionExtractor()
+    targets = face_targets(f, basis, 2)
+    rng = np.random.default_rng(3)
+    start = np.clip(rng.normal(128, 40, (2, 200, 200, 3)), 0, 255).astype(np.uint8)  # far from any eigenface
+    tiny = create_eigenfaces(iterations=2, batch=4, step=1e-4, step_final=1e-4, components=48)
+    result = tiny.search(targets, f, start_faces=start, seed=1)
+    from PIL import Image
+
+    small = [np.asarray(Image.fromarray(face).resize((basis.size, basis.size), Image.BILINEAR)) for face in start]
+    smooth = to_canonical_uint8(np.stack(small).astype(np.float32))
+    assert np.abs(result.images.astype(int) - smooth.astype(int)).mean() < 1.0  # the start face, at the basis resolution
+    cold = tiny.reconstruct(targets, f, seed=1)
+    assert np.abs(cold.images.astype(int) - smooth.astype(int)).mean() > 10
+    with pytest.raises(InputError, match="start faces"):
+        tiny.search(targets, f, start_faces=start[:1], seed=1)
+
+
+def test_refine_starts_from_the_naive_face_and_records_the_generator():
+    """refine on dlib-resnet128: black-box queries counted as eigenfaces counts them, the generator and
+    the basis in ``models_used``; an F without a generator of its own needs the adapter (says so)."""
+    dlib = get_extractor("dlib-resnet128")
+    refine = get_reconstructor("refine", preset="demo", iterations=2, step=1.0, step_final=0.5)
+    assert refine.info.access is AttackAccess.BLACK_BOX
+    v = face_targets(dlib, load_basis(), 2, seed=5)
+    first = get_reconstructor("naive").reconstruct(v, dlib)
+    result = refine.reconstruct(v, dlib, seed=2)
+    assert result.queries.tolist() == [2 * 16 + 1] * 2
+    assert "reconstructor-naive-dlib-resnet128.onnx" in result.models_used and DEFAULT_BASIS_FILE in result.models_used
+    assert result.settings["start"] == "naive"
+    # two small steps from the generator's face: it stays close to it, and F still reads it as well
+    assert np.abs(result.images.astype(int) - first.images.astype(int)).mean() < 12
+    assert result.similarity.min() > first.similarity.min() - 0.05
+    reason = get_reconstructor("refine").supports(get_extractor("mobileface-256"))
+    assert reason is not None and "mobileface-256" in reason
 
 
 def test_eigenfaces_results_do_not_depend_on_batch_neighbours(basis):

@@ -21,7 +21,14 @@ from fvr_audit.errors import InputError
 from fvr_audit.execution.settings import ExecutionSettings
 from fvr_audit.extractors.base import Extractor
 from fvr_audit.reconstructors.base import ReconstructionResult
-from fvr_audit.reconstructors.registry import ADAPTED_METHODS, PARAMETRIC_METHODS, available_reconstructors, get_reconstructor
+from fvr_audit.reconstructors.registry import (
+    ADAPTED_METHODS,
+    GENERATOR_METHODS,
+    SEARCH_METHODS,
+    available_reconstructors,
+    get_reconstructor,
+)
+from fvr_audit.reconstructors.refine import START_METHOD
 from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
 def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
@@ -29,8 +36,8 @@ def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start
 
     Fixed costs: what the checks and calibration already spent, one query per target and method
     to measure each reconstruction (its similarity, and its rank in the database), one per target
-    and checkpoint to rank the eigenfaces attack's earlier faces, and its final scoring; the rest
-    is the eigenfaces attack's, per target.
+    and checkpoint to rank the search attacks' earlier faces, and their final scoring; the rest
+    is shared equally by the search attacks (eigenfaces, refine), per target.
     """
     if settings.query_budget is None:
         return settings
@@ -38,24 +45,29 @@ def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start
     targets = min(settings.sample, db.n)
     methods = list(settings.methods) if settings.methods is not None else available_reconstructors()
     spent = extractor.queries_used - queries_at_start
-    eigen = dict(settings.method_settings.get("eigenfaces", {}))
-    eigen_settings = get_reconstructor("eigenfaces", **eigen).settings if "eigenfaces" in methods else None
+    searches = {m: dict(settings.method_settings.get(m, {})) for m in SEARCH_METHODS if m in methods}
+    resolved = {m: get_reconstructor(m, **given).settings for m, given in searches.items()}
     measurement = 2 * targets * len(methods)  # similarity as F sees it, and the database ranking
-    if eigen_settings is not None:  # its earlier faces, ranked in the database for the curve against queries
-        measurement += targets * eigen_settings.checkpoints
+    for search in resolved.values():  # earlier faces, ranked in the database for the curve against queries
+        measurement += targets * search.checkpoints
     left = budget - spent - measurement
     plan = f"{spent} spent on checks and calibration, at most {measurement} to measure {len(methods)} methods x {targets} targets"
-    if "eigenfaces" in methods and "query_budget" not in eigen:
-        per_target = left // targets if targets else 0
-        least = eigen_settings.batch + 1
+    sharing = [m for m, given in searches.items() if "query_budget" not in given]
+    if sharing:
+        per_target = left // (targets * len(sharing)) if targets else 0
+        least = max(resolved[m].batch + 1 for m in sharing)
+        names = " and ".join(sharing)
         if per_target < least:
             raise InputError(
-                f"--query-budget {budget}: too small ({plan}, leaving {max(left, 0)} for eigenfaces: fewer than one "
-                f"iteration, {least}, per target); raise it, lower --sample, or leave eigenfaces out with --methods"
+                f"--query-budget {budget}: too small ({plan}, leaving {max(left, 0)} for {names}: fewer than one "
+                f"iteration, {least}, per target each); raise it, lower --sample, or leave {names} out with --methods"
             )
-        eigen["query_budget"] = int(per_target)
-        notes.append(f"--query-budget {budget}: {plan}; eigenfaces gets {per_target} queries per target")
-        return replace(settings, method_settings={**settings.method_settings, "eigenfaces": eigen})
+        chosen = {**settings.method_settings}
+        for m in sharing:
+            chosen[m] = {**searches[m], "query_budget": int(per_target)}
+        notes.append(f"--query-budget {budget}: {plan}; {names} get{'s' if len(sharing) == 1 else ''} "
+                     f"{per_target} queries per target{' each' if len(sharing) > 1 else ''}")
+        return replace(settings, method_settings=chosen)
     if left < 0:
         raise InputError(f"--query-budget {budget}: too small ({plan}); raise it or lower --sample")
     return settings
@@ -82,10 +94,11 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
     from fvr_audit.reconstructors.parametric.store import find_reconstructor
 
     wanted = [m for m in (settings.methods or available_reconstructors()) if m in ADAPTED_METHODS]
-    if is_map_target(extractor):  # nothing to map: only the parametric methods may still lack a generator
-        wanted = [m for m in wanted if m in PARAMETRIC_METHODS]
+    if is_map_target(extractor):  # nothing to map: only the generators' methods may still lack a generator
+        wanted = [m for m in wanted if m in GENERATOR_METHODS]
     own = [m for m in wanted
-           if m in PARAMETRIC_METHODS and find_reconstructor(m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
+           if m in GENERATOR_METHODS
+           and find_reconstructor(START_METHOD if m == "refine" else m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
     if not wanted or len(own) == len(wanted):
         if settings.calibration is not None:
             notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
@@ -140,7 +153,7 @@ def choose_reconstructors(settings: ScanSettings, extractor: Extractor, notes: l
     chosen = []
     for name in names:
         extra = dict(settings.method_settings.get(name, {}))
-        if name in PARAMETRIC_METHODS:
+        if name in GENERATOR_METHODS:
             extra.setdefault("models", tuple(settings.model_dirs))
         reconstructor = get_reconstructor(name, **extra)
         reason = reconstructor.supports(extractor)
@@ -203,6 +216,7 @@ def tune_parametric(reconstructors: list, settings: ScanSettings, extractor: Ext
     rows = np.asarray(take_rows(db.vectors, picked), np.float32)
     rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     chosen = []
+    tuned_folders: dict[str, Path] = {}
     for reconstructor in reconstructors:
         if reconstructor not in adapted:
             chosen.append(reconstructor)
@@ -217,14 +231,24 @@ def tune_parametric(reconstructors: list, settings: ScanSettings, extractor: Ext
         if not tuned.kept:
             chosen.append(reconstructor)
             continue
-        extra = dict(settings.method_settings.get(reconstructor.name, {}))
-        extra["models"] = (tuned.folder, *settings.model_dirs)
-        replacement = get_reconstructor(reconstructor.name, **extra)
-        reason = replacement.supports(extractor)
-        if reason:  # the tuned file was written for this F: not finding it is a bug, not a user error
-            raise RuntimeError(f"{reconstructor.name}: the generator tuned to {extractor.name} is not found ({reason})")
-        chosen.append(replacement)
+        tuned_folders[reconstructor.name] = tuned.folder
+        chosen.append(_with_tuned_generator(reconstructor.name, tuned.folder, settings, extractor))
+    # refine starts from the naive generator's face: from the tuned generator's, when there is one
+    if START_METHOD in tuned_folders:
+        chosen = [_with_tuned_generator("refine", tuned_folders[START_METHOD], settings, extractor)
+                  if r.info.name == "refine" and r.adapter is not None else r for r in chosen]
     return chosen
+
+
+def _with_tuned_generator(name: str, folder: Path, settings: ScanSettings, extractor: Extractor):
+    """``name`` made again to find its generator in ``folder`` (tuned to F) before the user's models."""
+    extra = dict(settings.method_settings.get(name, {}))
+    extra["models"] = (folder, *settings.model_dirs)
+    replacement = get_reconstructor(name, **extra)
+    reason = replacement.supports(extractor)
+    if reason:  # the tuned file was written for this F: not finding it is a bug, not a user error
+        raise RuntimeError(f"{name}: the generator tuned to {extractor.name} is not found ({reason})")
+    return replacement
 
 
 def method_summary(reconstructor, result, service_queries: int = 0) -> MethodSummary:

@@ -22,6 +22,10 @@ DEMO_TARGETS = 16
 DEMO_METHOD_SETTINGS: dict[str, dict] = {
     # 129 queries per target: 2,064 dlib embeddings in all, batched 256 per call.
     "eigenfaces": {"preset": "demo"},
+    # the same search from the naive generator's face, on half the demo budget (4 x 16 + 1 = 65
+    # queries per target) and with small steps: it starts from a face F already reads as the
+    # person, and the demo's large first steps (14 px RMS) would walk away from it
+    "refine": {"preset": "demo", "iterations": 4, "step": 2.0, "step_final": 1.0},
     # At most 24 Adam steps, all targets in one batch, plateau stop.
     "gradient": {"preset": "demo"},
 }
@@ -50,7 +54,7 @@ def demo_methods(extractor) -> list[str]:
 
     >>> from fvr_audit.extractors.registry import get_extractor
     >>> demo_methods(get_extractor("dlib-resnet128"))
-    ['eigenfaces', 'gradient', 'nbnet', 'vec2face', 'naive']
+    ['eigenfaces', 'gradient', 'nbnet', 'vec2face', 'naive', 'refine']
     """
     from fvr_audit.reconstructors.registry import available_reconstructors, get_reconstructor
 

@@ -19,6 +19,7 @@ from fvr_audit.reconstructors.parametric.self_calibration import is_map_target
 METHOD_HELP = (
     "Reconstruction method: eigenfaces (black-box, any F), gradient (white-box, torch F), "
     "transfer (gradient on dlib-resnet128 through a calibration adapter: any F but dlib-resnet128), "
+    "refine (black-box eigenface search started from the naive generator's face), "
     "or a trained one: nbnet, vec2face, naive (see `fvr-audit models`)."
 )
 PRESET_HELP = (
@@ -54,10 +55,10 @@ def register(app: typer.Typer) -> None:
         chunk: Optional[int] = typer.Option(None, "--chunk", help="Targets advanced together (and saved) per chunk."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
         models: list[Path] = typer.Option(
-            [], "--models", help="nbnet/vec2face/naive: extra models folder with trained reconstructors; repeatable."
+            [], "--models", help="nbnet/vec2face/naive/refine: extra models folder with trained reconstructors; repeatable."
         ),
         adapter: Optional[Path] = typer.Option(
-            None, "--adapter", help="nbnet/vec2face/naive/transfer: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
+            None, "--adapter", help="nbnet/vec2face/naive/refine/transfer: an adapter .npz (fvr-audit adapter) mapping F's vectors to another F."
         ),
         executor: str = opt.ExecutorOpt,
         workers: Optional[int] = opt.WorkersOpt,
@@ -182,13 +183,13 @@ def _adapted_methods() -> tuple[str, ...]:
 def _adapted_extras(method: str, models: list[Path], adapter: Optional[Path]) -> dict:
     """--models (the trained methods) and --adapter (those and transfer); an error for the others
     (never silently ignored)."""
-    from fvr_audit.reconstructors.registry import ADAPTED_METHODS, PARAMETRIC_METHODS
+    from fvr_audit.reconstructors.registry import ADAPTED_METHODS, GENERATOR_METHODS
 
-    if models and method not in PARAMETRIC_METHODS:
-        raise InputError(f"{method}: --models applies to {', '.join(PARAMETRIC_METHODS)} only")
+    if models and method not in GENERATOR_METHODS:
+        raise InputError(f"{method}: --models applies to {', '.join(GENERATOR_METHODS)} only")
     if adapter is not None and method not in ADAPTED_METHODS:
         raise InputError(f"{method}: --adapter applies to {', '.join(ADAPTED_METHODS)} only")
-    extras: dict = {"models": tuple(models)} if method in PARAMETRIC_METHODS else {}
+    extras: dict = {"models": tuple(models)} if method in GENERATOR_METHODS else {}
     if adapter is not None:
         from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter
 

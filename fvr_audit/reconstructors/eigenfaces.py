@@ -219,6 +219,22 @@ class EigenfacesReconstructor(Reconstructor):
     ) -> ReconstructionResult:
         """Reconstruct ``vectors`` [N, D]. ``target_seeds``: one RNG seed per target (default seed + row),
         so a target's result does not depend on which others share its batch."""
+        return self.search(vectors, extractor, seed=seed, on_progress=on_progress, target_seeds=target_seeds)
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        extractor: Extractor,
+        *,
+        start_faces: np.ndarray | None = None,
+        seed: int = 0,
+        on_progress: ProgressCallback | None = None,
+        target_seeds: Sequence[int] | None = None,
+    ) -> ReconstructionResult:
+        """The search from the mean face, or from ``start_faces`` (uint8 [N, 200, 200, 3] canonical
+        frames, one per target): each is projected on the eigenfaces, and what the projection misses
+        is kept as a fixed per-target residual, so the search starts from that very face and moves it
+        along the eigenfaces (:mod:`fvr_audit.reconstructors.refine`)."""
         start = time.perf_counter()
         targets = self.checked_targets(vectors, extractor)
         s = self.settings
@@ -230,9 +246,17 @@ class EigenfacesReconstructor(Reconstructor):
         blob_maker = _BlobMaker(basis, extractor, s.blob_sigma)
 
         z = np.zeros((n, k), np.float32)  # current face (whitened coefficients); 0 = mean face
+        residual = None  # [n, size, size, 3]: what the eigenfaces miss of each start face
+        best_img = np.repeat(basis.mean_canonical()[None], n, axis=0)
+        if start_faces is not None:
+            if start_faces.shape != (n, *CANONICAL_SHAPE):
+                raise InputError(f"eigenfaces: {len(start_faces)} start faces of shape {start_faces.shape[1:]} for {n} targets")
+            small = _downsample(start_faces, basis.size)
+            z = np.clip(basis.project_small(small), -s.clip, s.clip).astype(np.float32)
+            residual = small - basis.render_small(z)
+            best_img = np.asarray(start_faces, np.uint8).copy()
         current = np.full(n, -np.inf, np.float32)  # objective of the best candidate so far
         best_sim = np.full(n, -np.inf, np.float32)
-        best_img = np.repeat(basis.mean_canonical()[None], n, axis=0)
         queries = np.zeros(n, np.int64)
         active = np.ones(n, bool)
         step_scale = np.ones(n, np.float32)
@@ -256,7 +280,8 @@ class EigenfacesReconstructor(Reconstructor):
                 [self._perturbations(rngs[r], eps * step_scale[r], blob_maker, sigma_rms) for r in rows]
             )  # [R, B, K]
             candidates = np.clip(z[rows, None, :] + deltas, -s.clip, s.clip)  # normalised before the query
-            images = _render(basis, candidates.reshape(-1, k)).reshape(len(rows), s.batch, *CANONICAL_SHAPE)
+            extra = None if residual is None else np.repeat(residual[rows], s.batch, axis=0)
+            images = _render(basis, candidates.reshape(-1, k), extra).reshape(len(rows), s.batch, *CANONICAL_SHAPE)
             views = images
             if jitter:  # one random view per target and iteration, shared by its candidates
                 views = np.stack([_jitter_view(images[i], rngs[r], s) for i, r in enumerate(rows)])
@@ -289,13 +314,13 @@ class EigenfacesReconstructor(Reconstructor):
                 if (it + 1) % trace_every == 0 or it == iterations - 1 or not active[r]:
                     trace[r].append([int(queries[r]), round(float(shown), 5)])
             if it + 1 in snapshot_after:  # the face each target holds now (jitter: its current z)
-                held = _render(basis, np.clip(z, -s.clip, s.clip)) if jitter else best_img.copy()
+                held = _render(basis, np.clip(z, -s.clip, s.clip), residual) if jitter else best_img.copy()
                 checkpoints.append(Checkpoint((it + 1) * s.batch, held))
             work.reached((it + 1) / iterations)
         if jitter or iterations == 0:
             # Jittered scores are of moving views: the answer is the final face, scored as it is.
             final = np.clip(z, -s.clip, s.clip)
-            best_img = _render(basis, final)
+            best_img = _render(basis, final, residual)
             best_sim = np.einsum(
                 "nd,nd->n", extractor.embed(crop_from_canonical(best_img, extractor.geometry)), targets
             )
@@ -358,12 +383,25 @@ def checkpoint_iterations(iterations: int, count: int) -> set[int]:
     return {it for it in (iterations // 2**j for j in range(1, count + 1)) if 1 <= it < iterations}
 
 
-def _render(basis: EigenBasis, z: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """uint8 [N, 200, 200, 3] canonical faces of whitened coefficients, in chunks (bounded memory)."""
+def _render(basis: EigenBasis, z: np.ndarray, residual: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+    """uint8 [N, 200, 200, 3] canonical faces of whitened coefficients (plus a per-face residual at the
+    basis resolution), in chunks (bounded memory)."""
     out = np.empty((len(z), *CANONICAL_SHAPE), np.uint8)
     for lo in range(0, len(z), chunk):
-        out[lo : lo + chunk] = to_canonical_uint8(basis.render_small(z[lo : lo + chunk]))
+        small = basis.render_small(z[lo : lo + chunk])
+        if residual is not None:
+            small = small + residual[lo : lo + chunk]
+        out[lo : lo + chunk] = to_canonical_uint8(small)
     return out
+
+
+def _downsample(frames: np.ndarray, size: int) -> np.ndarray:
+    """float32 [N, size, size, 3] of uint8 canonical frames (PIL bilinear)."""
+    from PIL import Image
+
+    return np.stack([
+        np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((size, size), Image.BILINEAR)) for f in frames
+    ]).astype(np.float32)
 
 
 def _jitter_view(images: np.ndarray, rng: np.random.Generator, s: EigenfacesSettings) -> np.ndarray:

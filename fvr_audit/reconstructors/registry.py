@@ -1,7 +1,7 @@
 """One entry point for reconstructors: ``get_reconstructor("eigenfaces")``.
 
 >>> sorted(RECONSTRUCTORS)
-['eigenfaces', 'gradient', 'naive', 'nbnet', 'transfer', 'vec2face']
+['eigenfaces', 'gradient', 'naive', 'nbnet', 'refine', 'transfer', 'vec2face']
 """
 
 from __future__ import annotations
@@ -24,14 +24,23 @@ RECONSTRUCTORS: dict[str, str] = {
     "vec2face": "fvr_audit.reconstructors.parametric:create_vec2face",
     "naive": "fvr_audit.reconstructors.parametric:create_naive",
     "transfer": "fvr_audit.reconstructors.transfer:create_transfer",
+    "refine": "fvr_audit.reconstructors.refine:create_refine",
 }
 
 #: The trained (parametric) methods: a generator per extractor, or the shipped ones through an adapter.
 PARAMETRIC_METHODS: tuple[str, ...] = ("nbnet", "vec2face", "naive")
 
+#: The methods that draw from a trained generator (``--models`` folders): the parametric ones, and
+#: ``refine``, whose search starts from the naive generator's face.
+GENERATOR_METHODS: tuple[str, ...] = (*PARAMETRIC_METHODS, "refine")
+
 #: The methods that reach an F without a generator (or gradients) of its own through the
-#: calibration adapter into dlib-resnet128's space: the parametric ones and ``transfer``.
-ADAPTED_METHODS: tuple[str, ...] = (*PARAMETRIC_METHODS, "transfer")
+#: calibration adapter into dlib-resnet128's space: those with a generator, and ``transfer``.
+ADAPTED_METHODS: tuple[str, ...] = (*GENERATOR_METHODS, "transfer")
+
+#: The methods that spend queries to F per target in a search (a ``query_budget`` setting each):
+#: ``--query-budget`` shares what the scan has left between them.
+SEARCH_METHODS: tuple[str, ...] = ("eigenfaces", "refine")
 
 
 #: name -> "module:SettingsDataclass" of the methods whose settings ``scan --set`` may change. The
@@ -40,6 +49,7 @@ SETTINGS: dict[str, str] = {
     "eigenfaces": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
     "gradient": "fvr_audit.reconstructors.gradient:GradientSettings",
     "transfer": "fvr_audit.reconstructors.gradient:GradientSettings",
+    "refine": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
 }
 
 

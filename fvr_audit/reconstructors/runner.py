@@ -348,6 +348,7 @@ def build_reconstructor(
     }
     accepted = {
         "eigenfaces": {"preset", "iterations", "batch", "query_budget", "target_similarity"},
+        "refine": {"preset", "iterations", "batch", "query_budget", "target_similarity"},
         "gradient": {"preset", "iterations", "query_budget", "target_similarity"},
         "transfer": {"preset", "iterations", "target_similarity"},
         "nbnet": set(),
