@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +47,27 @@ REFERENCE = (
 )
 
 
+@dataclass(frozen=True)
+class RefineSettings(EigenfacesSettings):
+    """The search's settings, and which generator it starts from: a resumed folder made from another
+    generator (retrained, tuned, another adapter) is refused rather than mixed."""
+
+    #: The start generator's candidate files (``name:sha256 prefix``) and adapter, as ``naive`` records them.
+    start_generators: tuple[str, ...] = ()
+    start_adapter: str | None = None
+
+
 class RefineReconstructor(Reconstructor):
     """Eigenface search from the ``naive`` generator's face (see the module docstring)."""
 
     def __init__(self, settings: EigenfacesSettings, *, models: tuple[Path, ...] = (), adapter=None) -> None:
         from fvr_audit.reconstructors.parametric import ParametricReconstructor
 
-        self.search = EigenfacesReconstructor(settings)
-        self.settings = self.search.settings
         self.start = ParametricReconstructor(START_METHOD, models=models, adapter=adapter)
+        search = {f.name: getattr(settings, f.name) for f in fields(EigenfacesSettings)}
+        self.settings = RefineSettings(**search, start_generators=tuple(self.start.settings["generators"]),
+                                       start_adapter=self.start.settings["adapter"])
+        self.search = EigenfacesReconstructor(self.settings)
 
     @property
     def adapter(self):
