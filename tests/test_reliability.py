@@ -349,7 +349,7 @@ def test_a_reconstructions_json_that_is_a_list_is_exit_2(db, tmp_path):
     [
         ("naive.foo=1", "--set naive.foo: naive has no settings to set (a trained model; see --models)"),
         ("eigenfaces.iterations=abc", "--set eigenfaces.iterations='abc': expected int"),
-        ("bogus.x=1", "--set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, transfer, vec2face"),
+        ("bogus.x=1", "--set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, refine, transfer, vec2face"),
         ("eigenfaces.nonsense=1", "--set eigenfaces.nonsense: unknown setting; eigenfaces takes:"),
         ("gradient.lr=0.1", "--set gradient.lr: gradient is not among --methods eigenfaces,naive"),
     ],

@@ -77,7 +77,7 @@ def check_method_settings(method_settings: Mapping[str, Mapping[str, object]], m
     fvr_audit.errors.InputError: --set eigenfaces.iterations='abc': expected int
     >>> check_method_settings({"bogus": {"x": 1}}, None)
     Traceback (most recent call last):
-    fvr_audit.errors.InputError: --set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, transfer, vec2face
+    fvr_audit.errors.InputError: --set bogus.x: bogus is not a reconstruction method; known: eigenfaces, gradient, naive, nbnet, refine, transfer, vec2face
     """
     for method, values in method_settings.items():
         first = next(iter(values), "")
