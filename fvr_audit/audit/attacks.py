@@ -24,11 +24,12 @@ from fvr_audit.reconstructors.base import ReconstructionResult
 from fvr_audit.reconstructors.registry import (
     ADAPTED_METHODS,
     GENERATOR_METHODS,
+    GENERATOR_OF,
+    PARAMETRIC_METHODS,
     SEARCH_METHODS,
     available_reconstructors,
     get_reconstructor,
 )
-from fvr_audit.reconstructors.refine import START_METHOD
 from fvr_audit.reconstructors.runner import load_checkpoints, load_reconstructions, reconstruct_to_folder
 
 def apply_query_budget(settings, extractor, db, notes, timings, queries_at_start) -> ScanSettings:
@@ -98,7 +99,7 @@ def calibration_adapter(settings: ScanSettings, extractor: Extractor, notes: lis
         wanted = [m for m in wanted if m in GENERATOR_METHODS]
     own = [m for m in wanted
            if m in GENERATOR_METHODS
-           and find_reconstructor(START_METHOD if m == "refine" else m, extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
+           and find_reconstructor(GENERATOR_OF[m], extractor.name, extractor.info.sha256, settings.model_dirs)[0]]
     if not wanted or len(own) == len(wanted):
         if settings.calibration is not None:
             notes.append(f"--calibration ignored: {extractor.name} has its own trained reconstructors")
@@ -233,11 +234,10 @@ def tune_parametric(reconstructors: list, settings: ScanSettings, extractor: Ext
             continue
         tuned_folders[reconstructor.name] = tuned.folder
         chosen.append(_with_tuned_generator(reconstructor.name, tuned.folder, settings, extractor))
-    # refine starts from the naive generator's face: from the tuned generator's, when there is one
-    if START_METHOD in tuned_folders:
-        chosen = [_with_tuned_generator("refine", tuned_folders[START_METHOD], settings, extractor)
-                  if r.info.name == "refine" and r.adapter is not None else r for r in chosen]
-    return chosen
+    # the methods that draw from a tuned generator without being it (refine) draw from the tuned one too
+    return [_with_tuned_generator(r.name, tuned_folders[GENERATOR_OF[r.name]], settings, extractor)
+            if r.name not in PARAMETRIC_METHODS and GENERATOR_OF.get(r.name) in tuned_folders and r.adapter is not None
+            else r for r in chosen]
 
 
 def _with_tuned_generator(name: str, folder: Path, settings: ScanSettings, extractor: Extractor):

@@ -37,9 +37,10 @@ from fvr_audit.reconstructors.base import (
 )
 from fvr_audit.reconstructors.eigenfaces import PRESETS, EigenfacesReconstructor, EigenfacesSettings
 from fvr_audit.reconstructors.eigenfaces import REFERENCE as EIGENFACES_REFERENCE
+from fvr_audit.reconstructors.registry import GENERATOR_OF
 
 #: The generator whose face the search starts from (the strongest shipped parametric method).
-START_METHOD = "naive"
+START_METHOD = GENERATOR_OF["refine"]
 
 REFERENCE = (
     "Black-box search warm-started from a parametric reconstruction (issue 12's direction; cf. the "

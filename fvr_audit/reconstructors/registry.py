@@ -30,9 +30,12 @@ RECONSTRUCTORS: dict[str, str] = {
 #: The trained (parametric) methods: a generator per extractor, or the shipped ones through an adapter.
 PARAMETRIC_METHODS: tuple[str, ...] = ("nbnet", "vec2face", "naive")
 
-#: The methods that draw from a trained generator (``--models`` folders): the parametric ones, and
-#: ``refine``, whose search starts from the naive generator's face.
-GENERATOR_METHODS: tuple[str, ...] = (*PARAMETRIC_METHODS, "refine")
+#: Method -> the parametric method whose generator it draws from (``--models`` folders, tuning to F):
+#: each parametric method its own, and ``refine``, whose search starts from the naive generator's face.
+GENERATOR_OF: dict[str, str] = {**{m: m for m in PARAMETRIC_METHODS}, "refine": "naive"}
+
+#: The methods that draw from a trained generator.
+GENERATOR_METHODS: tuple[str, ...] = tuple(GENERATOR_OF)
 
 #: The methods that reach an F without a generator (or gradients) of its own through the
 #: calibration adapter into dlib-resnet128's space: those with a generator, and ``transfer``.
