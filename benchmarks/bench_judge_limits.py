@@ -159,9 +159,7 @@ def main() -> None:
     frames = np.stack([canonical.align(load_image_rgb(photo_file(p))).crops[0] for p in target_paths])
 
     basis = load_basis(DEFAULT_BASIS_FILE)
-    small = np.stack([np.asarray(Image.fromarray(fr).resize((basis.size, basis.size), Image.BILINEAR)) for fr in frames])
-    small = small.astype(np.float32)
-    projected = to_canonical_uint8(np.clip(basis.render_small(basis.project_small(small)), 0, 255))
+    projected = to_canonical_uint8(np.clip(basis.render_small(basis.project_small(basis.from_canonical(frames))), 0, 255))
     low, high = view_box(f.geometry)
     low, high = round(low), round(high) + 1
     outside = np.broadcast_to(basis.mean_canonical(), frames.shape).copy()

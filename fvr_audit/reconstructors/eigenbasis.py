@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY
+from fvr_audit.alignment.canonical import CANONICAL_GEOMETRY, crop_from_canonical
 from fvr_audit.errors import ModelIntegrityError
+from fvr_audit.extractors.base import FaceGeometry
 
 #: The shipped basis (models/manifest.json lists it).
 DEFAULT_BASIS_FILE = "eigenfaces-lfw-train-100.npz"
@@ -75,6 +76,18 @@ class EigenBasis:
         k = self.k if k is None else k
         flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1) - self.mean
         return (flat @ self.components[:k].T) / self.stddev[:k]
+
+    def from_canonical(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [N, 200, 200, 3] canonical frames -> float32 [N, size, size, 3] at the basis's
+        resolution, cut as its training faces were (the same geometry at ``size`` px), ready for
+        :meth:`project_small`.
+
+        >>> basis = load_basis()
+        >>> basis.from_canonical(np.full((1, 200, 200, 3), 7, np.uint8)).shape, float(basis.from_canonical(np.full((1, 200, 200, 3), 7, np.uint8)).max())
+        ((1, 100, 100, 3), 7.0)
+        """
+        geometry = FaceGeometry(self.size, CANONICAL_GEOMETRY.template, self.padding)
+        return crop_from_canonical(np.asarray(frames, np.uint8), geometry).astype(np.float32)
 
     def mean_canonical(self) -> np.ndarray:
         """uint8 [200, 200, 3]: the mean face in the canonical frame."""

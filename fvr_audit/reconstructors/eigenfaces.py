@@ -251,7 +251,7 @@ class EigenfacesReconstructor(Reconstructor):
         if start_faces is not None:
             if start_faces.shape != (n, *CANONICAL_SHAPE):
                 raise InputError(f"eigenfaces: {len(start_faces)} start faces of shape {start_faces.shape[1:]} for {n} targets")
-            small = _downsample(start_faces, basis.size)
+            small = basis.from_canonical(start_faces)
             z = np.clip(basis.project_small(small), -s.clip, s.clip).astype(np.float32)
             residual = small - basis.render_small(z)
             best_img = np.asarray(start_faces, np.uint8).copy()
@@ -393,15 +393,6 @@ def _render(basis: EigenBasis, z: np.ndarray, residual: np.ndarray | None = None
             small = small + residual[lo : lo + chunk]
         out[lo : lo + chunk] = to_canonical_uint8(small)
     return out
-
-
-def _downsample(frames: np.ndarray, size: int) -> np.ndarray:
-    """float32 [N, size, size, 3] of uint8 canonical frames (PIL bilinear)."""
-    from PIL import Image
-
-    return np.stack([
-        np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((size, size), Image.BILINEAR)) for f in frames
-    ]).astype(np.float32)
 
 
 def _jitter_view(images: np.ndarray, rng: np.random.Generator, s: EigenfacesSettings) -> np.ndarray:

@@ -6,10 +6,11 @@ already reads as the person (median cosine 0.98 for dlib-resnet128) but that it 
 vector alike, with one epoch of training. ``refine`` starts the search at the generator's face:
 the face is projected on the eigenfaces and what the projection misses is kept as a fixed
 per-target residual, so the search moves that very face along the eigenfaces, with F's answers
-on this target's candidates. Measured on 20 held-out LFW targets, 3,201 queries per target,
-judged by faceres-1024 (README, "Stronger attacks"): F = dlib-resnet128 0.36 (eigenfaces) and
-0.42 (naive) -> 0.48; F = mobileface-256 as a black box, its generator reached through the
-self-calibrated map: 0.22 and 0.34 -> 0.36.
+on this target's candidates. Measured on the 100 held-out LFW targets of the README's tables,
+3,166 queries per target on average, tpr@1 at N = 1000 ("Stronger attacks"): faceres-1024 0.31
+(eigenfaces) and 0.41 (naive) -> 0.46, mobileface-256 0.26 (naive) -> 0.36, with F =
+dlib-resnet128. With F = mobileface-256 as a black box, its generator reached through the
+self-calibrated map (20 targets, faceres-1024): 0.22 (eigenfaces) and 0.34 (naive) -> 0.34.
 
 Queries to F: the search's, per target, exactly as eigenfaces counts them. The generator costs
 none, but it is part of the attack: its models (and, through an adapter, the recognizer whose
