@@ -232,7 +232,7 @@ def create_guided_refine(preset: str = "default", models: tuple = (), adapter=No
 def main() -> None:
     from fvr_audit.reconstructors import registry
 
-    here = f"{Path(__file__).stem}"
+    here = Path(__file__).stem
     sys.modules.setdefault(here, sys.modules[__name__])
     registry.RECONSTRUCTORS["latent_whitebox"] = f"{here}:create_latent_whitebox"
     registry.SETTINGS["latent_whitebox"] = f"{here}:LatentWhiteboxSettings"

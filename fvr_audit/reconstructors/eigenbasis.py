@@ -82,8 +82,8 @@ class EigenBasis:
         resolution, cut as its training faces were (the same geometry at ``size`` px), ready for
         :meth:`project_small`.
 
-        >>> basis = load_basis()
-        >>> basis.from_canonical(np.full((1, 200, 200, 3), 7, np.uint8)).shape, float(basis.from_canonical(np.full((1, 200, 200, 3), 7, np.uint8)).max())
+        >>> small = load_basis().from_canonical(np.full((1, 200, 200, 3), 7, np.uint8))
+        >>> small.shape, float(small.max())
         ((1, 100, 100, 3), 7.0)
         """
         geometry = FaceGeometry(self.size, CANONICAL_GEOMETRY.template, self.padding)
