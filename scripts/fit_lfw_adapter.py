@@ -27,6 +27,27 @@ from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter  # noqa: E4
 CACHE = Path.home() / ".cache" / "fvr-audit"
 
 
+def fit_lfw_adapter(source: str, target: str, photos: int = 0, seed: int = 0) -> RidgeAdapter:
+    """The ridge map source -> target fitted on ``photos`` (0: all) photos of the LFW training identities."""
+    caches = {}
+    for name in (source, target):
+        extractor = get_extractor(name)
+        with np.load(CACHE / "lfw" / f"{name}.npz", allow_pickle=False) as data:
+            if str(data["extractor_sha256"]) != (extractor.info.sha256 or ""):
+                sys.exit(f"error: the {name} cache was made by another model file; rerun scripts/embed_lfw.py")
+            caches[name] = (dict(zip(data["paths"].tolist(), data["vectors"], strict=True)), extractor)
+    train = set(lfw_split("train"))
+    paths = sorted(p for p in caches[source][0] if p.split("/")[0] in train and p in caches[target][0])
+    if photos:
+        rng = np.random.default_rng(seed)
+        paths = sorted(rng.choice(paths, size=min(photos, len(paths)), replace=False).tolist())
+    x = np.stack([caches[source][0][p] for p in paths])
+    y = np.stack([caches[target][0][p] for p in paths])
+    labels = np.array([p.split("/")[0] for p in paths])
+    return RidgeAdapter.fit(x, y, labels, source=source, target=target,
+                            target_sha256=caches[target][1].info.sha256 or "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="faceres-1024")
@@ -35,23 +56,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    caches = {}
-    for name in (args.source, args.target):
-        extractor = get_extractor(name)
-        with np.load(CACHE / "lfw" / f"{name}.npz", allow_pickle=False) as data:
-            if str(data["extractor_sha256"]) != (extractor.info.sha256 or ""):
-                sys.exit(f"error: the {name} cache was made by another model file; rerun scripts/embed_lfw.py")
-            caches[name] = (dict(zip(data["paths"].tolist(), data["vectors"], strict=True)), extractor)
-    train = set(lfw_split("train"))
-    paths = sorted(p for p in caches[args.source][0] if p.split("/")[0] in train and p in caches[args.target][0])
-    if args.photos:
-        rng = np.random.default_rng(args.seed)
-        paths = sorted(rng.choice(paths, size=min(args.photos, len(paths)), replace=False).tolist())
-    x = np.stack([caches[args.source][0][p] for p in paths])
-    y = np.stack([caches[args.target][0][p] for p in paths])
-    labels = np.array([p.split("/")[0] for p in paths])
-    target = caches[args.target][1]
-    adapter = RidgeAdapter.fit(x, y, labels, source=args.source, target=args.target, target_sha256=target.info.sha256 or "")
+    adapter = fit_lfw_adapter(args.source, args.target, args.photos, args.seed)
     adapter.save(args.out)
     print(f"{adapter.describe()}; fit cosine {adapter.fit_cosine:.3f} -> {args.out}")
 

@@ -240,6 +240,75 @@ def test_refine_starts_from_the_naive_face_and_records_the_generator():
     assert reason is not None and "mobileface-256" in reason
 
 
+def test_refine_is_guided_by_a_surrogate_that_is_not_f_and_records_it():
+    """refine's default surrogate guidance: mobileface-256 proposes directions for an attack on
+    dlib-resnet128, so it is in ``models_used`` (it may not judge), with its map; the search moves
+    differently from the unguided one, still black-box and with the same queries to F."""
+    from fvr_audit.audit.fairness import Judging, judging
+
+    dlib = get_extractor("dlib-resnet128")
+    v = face_targets(dlib, load_basis(), 2, seed=5)
+    common = {"preset": "demo", "iterations": 3, "step": 2.0, "step_final": 1.0, "surrogate_faces": 40}
+    guided = get_reconstructor("refine", **common).reconstruct(v, dlib, seed=2)
+    plain = get_reconstructor("refine", surrogate="none", **common).reconstruct(v, dlib, seed=2)
+    assert guided.settings["guidance"]["surrogate"] == "mobileface-256"
+    # F is the built-in dlib-resnet128: the shipped map (LFW training photos), no queries to F for it
+    assert guided.settings["guidance"]["map_kind"] == "shipped"
+    assert guided.settings["guidance"]["queries_per_database"] == 0
+    assert "mobileface-256" in guided.models_used and any(u.startswith("adapter ridge dlib-resnet128->mobileface-256")
+                                                         for u in guided.models_used)
+    assert judging(guided.models_used, "mobileface-256", engine_is_f=False) is Judging.USED
+    assert judging(guided.models_used, "faceres-1024", engine_is_f=False) is Judging.INDEPENDENT
+    assert plain.settings["guidance"]["surrogate"] is None and "mobileface-256" not in plain.models_used
+    assert guided.queries.tolist() == plain.queries.tolist() == [3 * 16 + 1] * 2
+    assert np.abs(guided.images.astype(int) - plain.images.astype(int)).mean() > 0.1
+    # a target's guided search depends on its seed, not on its neighbours in the call
+    alone = get_reconstructor("refine", **common).reconstruct(v[1:], dlib, target_seeds=[3])
+    assert np.abs(alone.images[0].astype(int) - guided.images[1].astype(int)).mean() < 1.0
+
+
+def test_refine_surrogate_choice_never_uses_f_itself(tmp_path):
+    import shutil
+
+    from fvr_audit.model_store import models_dir
+    from fvr_audit.reconstructors.guidance import choose_surrogate
+
+    copy = tmp_path / "vendor.onnx"
+    shutil.copy(models_dir() / "mobileface-256.onnx", copy)  # F is mobileface-256 under another name
+    assert choose_surrogate("auto", get_extractor(str(copy)))[0] == "dlib-resnet128"
+    with pytest.raises(InputError, match="F itself"):
+        choose_surrogate("dlib-resnet128", get_extractor("dlib-resnet128"))
+    with pytest.raises(InputError, match="not a built-in recognizer"):
+        choose_surrogate("arcface", get_extractor("dlib-resnet128"))
+    with pytest.raises(InputError, match="guided 9"):
+        get_reconstructor("refine", preset="demo", guided=9)  # the demo's 16 candidates are 8 pairs
+
+
+def test_refine_guidance_for_an_unseen_f_needs_a_photo_map():
+    """An F the tool has never seen: ``auto`` guides only through a map fitted on photos (the user's
+    calibration adapter into dlib-resnet128's space); a named surrogate falls back to the synthetic
+    map, whose faces are queries to F, counted once per database."""
+    from fvr_audit.reconstructors.guidance import choose_surrogate, surrogate_map
+    from fvr_audit.reconstructors.parametric.adapter import PenaltySelection, RidgeAdapter
+
+    f = ProjectionExtractor()
+    name, why = choose_surrogate("auto", f)
+    assert name is None and "no map fitted on photos" in why and "--calibration" in why
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, f.dim)), rng.normal(size=(60, 128))
+    photos = RidgeAdapter.fit(x, y, np.repeat(np.arange(30), 2), source=f.name, target="dlib-resnet128")
+    assert photos.from_photos
+    assert choose_surrogate("auto", f, photos)[0] == "dlib-resnet128"
+    assert surrogate_map(f, get_extractor("dlib-resnet128"), faces=20, start_adapter=photos).kind == "calibration"
+    synthetic = RidgeAdapter.fit(x, y, np.arange(60), source=f.name, target="dlib-resnet128",
+                                 selection=PenaltySelection.IDENTIFICATION)
+    assert choose_surrogate("auto", f, synthetic)[0] is None  # a self-calibrated start adapter is no photo map
+    assert choose_surrogate("mobileface-256", f)[0] == "mobileface-256"
+    seen = f.images_seen
+    found = surrogate_map(f, get_extractor("mobileface-256"), faces=20)
+    assert found.kind == "synthetic" and found.queries == 20 and f.images_seen - seen == 20
+
+
 def test_eigenfaces_results_do_not_depend_on_batch_neighbours(basis):
     f = ProjectionExtractor()
     targets = face_targets(f, basis, 3)

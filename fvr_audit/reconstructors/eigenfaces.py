@@ -39,6 +39,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,6 +58,9 @@ from fvr_audit.reconstructors.base import (
 )
 from fvr_audit.reconstructors.eigenbasis import DEFAULT_BASIS_FILE, EigenBasis, load_basis, to_canonical_uint8
 from fvr_audit.reconstructors.views import view_box
+
+if TYPE_CHECKING:
+    from fvr_audit.reconstructors.guidance import SurrogateGuide
 
 REFERENCE = (
     "A. Razzhigaev, K. Kireev, E. Kaziakhmedov, N. Tursynbek, A. Petiushko, 'Black-box face recovery from "
@@ -230,11 +234,13 @@ class EigenfacesReconstructor(Reconstructor):
         seed: int = 0,
         on_progress: ProgressCallback | None = None,
         target_seeds: Sequence[int] | None = None,
+        guide: SurrogateGuide | None = None,
     ) -> ReconstructionResult:
         """The search from the mean face, or from ``start_faces`` (uint8 [N, 200, 200, 3] canonical
         frames, one per target): each is projected on the eigenfaces, and what the projection misses
         is kept as a fixed per-target residual, so the search starts from that very face and moves it
-        along the eigenfaces (:mod:`fvr_audit.reconstructors.refine`)."""
+        along the eigenfaces (:mod:`fvr_audit.reconstructors.refine`). ``guide``: a surrogate that
+        proposes some of each iteration's directions (:mod:`fvr_audit.reconstructors.guidance`)."""
         start = time.perf_counter()
         targets = self.checked_targets(vectors, extractor)
         s = self.settings
@@ -279,6 +285,9 @@ class EigenfacesReconstructor(Reconstructor):
             deltas = np.stack(
                 [self._perturbations(rngs[r], eps * step_scale[r], blob_maker, sigma_rms) for r in rows]
             )  # [R, B, K]
+            if guide is not None:
+                gradients = guide.gradients(rows, z[rows], residual)
+                deltas = guide.steer(deltas, gradients, eps * step_scale[rows], sigma_rms)
             candidates = np.clip(z[rows, None, :] + deltas, -s.clip, s.clip)  # normalised before the query
             extra = None if residual is None else np.repeat(residual[rows], s.batch, axis=0)
             images = _render(basis, candidates.reshape(-1, k), extra).reshape(len(rows), s.batch, *CANONICAL_SHAPE)

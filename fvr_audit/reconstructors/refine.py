@@ -12,6 +12,14 @@ on this target's candidates. Measured on the 100 held-out LFW targets of the REA
 dlib-resnet128. With F = mobileface-256 as a black box, its generator reached through the
 self-calibrated map (20 targets, faceres-1024): 0.22 (eigenfaces) and 0.34 (naive) -> 0.34.
 
+Surrogate guidance (default, ``surrogate=auto``; :mod:`.guidance`): each iteration, 4 of the
+search's 32 antithetic directions come from a local recognizer that is not F (mobileface-256 for
+dlib-resnet128 and faceres-1024, dlib-resnet128 for mobileface-256): the gradient, in the eigenface
+coefficients, of its cosine to F's vector mapped into its space by a map shipped in ``models/``
+(fitted on LFW training photos), or by the user's ``--calibration`` adapter. F's answers still pick
+the step. Figures with and without it: the README's "Stronger attacks". ``surrogate=none`` turns it
+off; the surrogate is recorded in ``models_used``, so it never judges ``refine``.
+
 Queries to F: the search's, per target, exactly as eigenfaces counts them. The generator costs
 none, but it is part of the attack: its models (and, through an adapter, the recognizer whose
 space it draws from) are recorded as used, so they never judge ``refine``. Where the generator
@@ -38,6 +46,7 @@ from fvr_audit.reconstructors.base import (
 )
 from fvr_audit.reconstructors.eigenfaces import PRESETS, EigenfacesReconstructor, EigenfacesSettings
 from fvr_audit.reconstructors.eigenfaces import REFERENCE as EIGENFACES_REFERENCE
+from fvr_audit.reconstructors.guidance import AUTO, NONE, GuideSettings, SurrogateGuide, choose_surrogate, surrogate_map
 from fvr_audit.reconstructors.registry import GENERATOR_OF
 
 #: The generator whose face the search starts from (the strongest shipped parametric method).
@@ -57,19 +66,37 @@ class RefineSettings(EigenfacesSettings):
     #: The start generator's candidate files (``name:sha256 prefix``) and adapter, as ``naive`` records them.
     start_generators: tuple[str, ...] = ()
     start_adapter: str | None = None
+    #: Surrogate guidance (:mod:`.guidance`): a built-in recognizer that is not F, "auto" (the first
+    #: of mobileface-256, dlib-resnet128 that is not F) or "none". It proposes directions; F decides.
+    surrogate: str = AUTO
+    #: Antithetic pairs per iteration taken from the surrogate's gradient (the first pure, the rest mixed
+    #: with random directions at weight ``guide_mix``).
+    guided: int = 4
+    guide_mix: float = 0.7
+    #: Synthetic faces the map from F's space into the surrogate's is fitted on (queries to F, once per F).
+    surrogate_faces: int = 2000
 
 
 class RefineReconstructor(Reconstructor):
     """Eigenface search from the ``naive`` generator's face (see the module docstring)."""
 
-    def __init__(self, settings: EigenfacesSettings, *, models: tuple[Path, ...] = (), adapter=None) -> None:
+    def __init__(
+        self, settings: EigenfacesSettings, *, models: tuple[Path, ...] = (), adapter=None, **guidance
+    ) -> None:
         from fvr_audit.reconstructors.parametric import ParametricReconstructor
 
         self.start = ParametricReconstructor(START_METHOD, models=models, adapter=adapter)
         search = {f.name: getattr(settings, f.name) for f in fields(EigenfacesSettings)}
         self.settings = RefineSettings(**search, start_generators=tuple(self.start.settings["generators"]),
-                                       start_adapter=self.start.settings["adapter"])
+                                       start_adapter=self.start.settings["adapter"], **guidance)
         self.search = EigenfacesReconstructor(self.settings)
+        self.guide_settings = GuideSettings(self.settings.guided, self.settings.guide_mix).validate(
+            self.settings.batch // 2
+        )
+        if self.settings.surrogate not in (AUTO, NONE) and self.settings.update != "es":
+            raise InputError("refine: surrogate guidance needs update 'es' (antithetic directions)")
+        if self.settings.surrogate_faces < 10:
+            raise InputError(f"refine: surrogate_faces {self.settings.surrogate_faces} must be at least 10")
 
     @property
     def adapter(self):
@@ -103,22 +130,52 @@ class RefineReconstructor(Reconstructor):
         began = time.perf_counter()
         targets = self.checked_targets(vectors, extractor)
         first = self.start.reconstruct(targets, extractor, seed=seed, target_seeds=target_seeds)
+        guide, guidance = self._guide(targets, extractor, seed, target_seeds)
         found = self.search.search(
-            targets, extractor, start_faces=first.images, seed=seed, on_progress=on_progress, target_seeds=target_seeds
+            targets, extractor, start_faces=first.images, seed=seed, on_progress=on_progress,
+            target_seeds=target_seeds, guide=guide,
         )
         return replace(
             found,
             queries=found.queries + first.queries,
             seconds=time.perf_counter() - began,
-            models_used=tuple(dict.fromkeys((*found.models_used, *first.models_used))),
+            models_used=tuple(dict.fromkeys((*found.models_used, *first.models_used, *guidance.pop("models")))),
             settings={
                 **found.settings,
                 "preset_resolved": asdict(self.settings),
                 "start": START_METHOD,
                 "start_settings": self.start.settings,
                 "start_similarity_median": round(float(np.median(first.similarity)), 4) if len(targets) else None,
+                "guidance": guidance,
             },
         )
+
+    def _guide(self, targets: np.ndarray, extractor: Extractor, seed: int, target_seeds) -> tuple:
+        """(the surrogate guide or None, what the report records of it: surrogate, map, queries per
+        database, and the models it adds to ``models_used``)."""
+        from fvr_audit.extractors.registry import get_extractor
+        from fvr_audit.reconstructors.base import seeds_for
+
+        s = self.settings
+        name, why = choose_surrogate(s.surrogate, extractor, self.adapter)
+        if name is None or s.guided == 0 or len(targets) == 0:
+            return None, {"surrogate": None, "why": why if name is None else "guided=0", "models": (),
+                          "queries_per_database": 0}
+        surrogate = get_extractor(name)
+        map_began = time.perf_counter()
+        found = surrogate_map(extractor, surrogate, faces=s.surrogate_faces, start_adapter=self.adapter)
+        guide = SurrogateGuide(surrogate, found.adapter.transform(targets), self.search.basis,
+                               seeds_for(len(targets), seed, target_seeds), self.guide_settings)
+        return guide, {
+            "surrogate": name,
+            "why": why,
+            "map": found.adapter.describe(),
+            "map_kind": found.kind,
+            # a synthetic map's faces are embedded by F once per F (then cached): shared by every target
+            "queries_per_database": found.queries,
+            "map_seconds": round(time.perf_counter() - map_began, 2),
+            "models": (name, f"adapter {found.adapter.describe()}"),
+        }
 
 
 def create_refine(preset: str = "default", models: tuple = (), adapter=None, **settings) -> RefineReconstructor:
@@ -132,10 +189,16 @@ def create_refine(preset: str = "default", models: tuple = (), adapter=None, **s
     """
     if preset not in PRESETS:
         raise InputError(f"refine: unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    guidance = {k: settings.pop(k) for k in GUIDANCE_SETTINGS if settings.get(k) is not None}
+    settings = {k: v for k, v in settings.items() if k not in GUIDANCE_SETTINGS}
     unknown = set(settings) - set(EigenfacesSettings.__dataclass_fields__)
     if unknown:
         raise InputError(f"refine: unknown setting(s) {', '.join(sorted(unknown))}")
     from fvr_audit.reconstructors.eigenfaces import create_eigenfaces
 
     search = create_eigenfaces(preset, **settings)  # the same preset rules as eigenfaces
-    return RefineReconstructor(search.settings, models=tuple(models), adapter=adapter)
+    return RefineReconstructor(search.settings, models=tuple(models), adapter=adapter, **guidance)
+
+
+#: Refine's own settings beside the eigenface search's.
+GUIDANCE_SETTINGS = ("surrogate", "guided", "guide_mix", "surrogate_faces")

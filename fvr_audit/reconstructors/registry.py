@@ -52,7 +52,7 @@ SETTINGS: dict[str, str] = {
     "eigenfaces": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
     "gradient": "fvr_audit.reconstructors.gradient:GradientSettings",
     "transfer": "fvr_audit.reconstructors.gradient:GradientSettings",
-    "refine": "fvr_audit.reconstructors.eigenfaces:EigenfacesSettings",
+    "refine": "fvr_audit.reconstructors.refine:RefineSettings",
 }
 
 

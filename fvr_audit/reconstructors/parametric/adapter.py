@@ -83,6 +83,12 @@ class RidgeAdapter:
     build_seconds: float = 0.0
     selection: PenaltySelection = PenaltySelection.COSINE
 
+    @property
+    def from_photos(self) -> bool:
+        """Fitted on photos (the user's ``--calibration`` folder, or LFW's) rather than the tool's own
+        synthetic faces, which alone use the identification penalty rule."""
+        return self.selection is PenaltySelection.COSINE
+
     def with_origin(self, origin: str, build_seconds: float) -> RidgeAdapter:
         """The same map, with its provenance recorded."""
         from dataclasses import replace

@@ -298,8 +298,11 @@ class _IdentityLoss:
     def __call__(self, pixels, v):
         return 1.0 - (self.embed(pixels) * v).sum(1).mean()
 
-    def embed(self, pixels, jitter: bool = True):
-        """L2-normalised descriptors of [N, 3, 64, 64] canonical faces (0..255), differentiable."""
+    def embed(self, pixels, jitter: bool = True, views=None):
+        """L2-normalised descriptors of [N, 3, 64, 64] canonical faces (0..255), differentiable.
+
+        ``views``: the random view of each face given by the caller as (mirror: bool [N], shift:
+        float [N, 2] in [-0.5, 0.5)) instead of drawn here, for callers whose draws are per target."""
         import torch
         import torch.nn.functional as F
 
@@ -308,9 +311,12 @@ class _IdentityLoss:
         frame = F.interpolate(pixels, size=(full, full), mode="bilinear", align_corners=False)
         theta = self.theta.expand(n, 2, 3).clone()
         if jitter:
-            flip = torch.rand(n, generator=self.generator) < 0.5
+            if views is None:
+                views = (torch.rand(n, generator=self.generator) < 0.5,
+                         torch.rand(n, 2, generator=self.generator) - 0.5)
+            flip, shift = views
             theta[flip, 0, 0] *= -1
-            theta[:, :, 2] += (torch.rand(n, 2, generator=self.generator) - 0.5) * (2 * 3.0 / full) * 2
+            theta[:, :, 2] += shift * (2 * 3.0 / full) * 2
             if self.zoom:
                 scale = 1.0 + (torch.rand(n, generator=self.generator) * 2 - 1) * self.zoom
                 theta[:, :, :2] *= scale.view(n, 1, 1)
