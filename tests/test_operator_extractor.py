@@ -192,6 +192,8 @@ def test_unsupported_op_names_it_and_the_scan_falls_back(tmp_path):
     assert "gradient skipped" in notes and "Round" in notes
     # without F's gradients, transfer runs the gradient attack on the surrogate instead
     assert {m.name for m in outcome.results.methods} == {"eigenfaces", "nbnet", "vec2face", "naive", "transfer", "refine"}
+    # an unseen F, self-calibrated: no photo-fitted map for refine's surrogate guidance, and the report says so
+    assert "refine: surrogate guidance off: no map fitted on photos" in notes
 
 
 def test_a_copy_of_a_builtin_is_recognised_as_that_builtin(tmp_path):

@@ -323,6 +323,31 @@ def reconstruct_all(reconstructors, target_vectors: np.ndarray, extractor: Extra
     return reconstructions, summaries, checkpoints
 
 
+def guidance_notes(summaries: list[MethodSummary]) -> list[str]:
+    """One line per attack that a surrogate recognizer guided, or that ran without one and why (refine).
+
+    >>> guided = {"surrogate": "mobileface-256", "map_kind": "shipped", "map": "ridge dlib-resnet128->mobileface-256"}
+    >>> refine = MethodSummary("refine", "black-box", "", "", (), 0.0, 0, 0, 0.0, None, None, None, {"guidance": guided})
+    >>> print(*guidance_notes([refine]))
+    refine was guided by mobileface-256 (its gradient proposes search directions, F's answers pick the step) through the shipped map (ridge dlib-resnet128->mobileface-256); mobileface-256 does not judge refine
+    """
+    notes = []
+    for summary in summaries:
+        guidance = summary.settings.get("guidance")
+        if not guidance:
+            continue
+        surrogate = guidance.get("surrogate")
+        if surrogate:
+            notes.append(
+                f"{summary.name} was guided by {surrogate} (its gradient proposes search directions, F's answers pick the "
+                f"step) through the {guidance.get('map_kind')} map ({guidance.get('map')}); {surrogate} does not judge "
+                f"{summary.name}"
+            )
+        else:
+            notes.append(f"{summary.name}: {guidance.get('why')}")
+    return notes
+
+
 def result_of(manifest: dict, images: np.ndarray, seconds: float) -> ReconstructionResult:
     """A reconstructions folder's manifest read back as the attack's result for all its targets."""
     targets = manifest["targets"]

@@ -120,6 +120,7 @@ def _run(database, extractor: Extractor, settings: ScanSettings, sources: Galler
         reconstructors, target_vectors, extractor, settings.seed, progress, timings,
         rows=rows, execution=settings.execution, work_dir=settings.work_dir,
     )
+    notes.extend(attacks.guidance_notes(methods))
 
     # Re-identify and measure, engine by engine.
     mark = time.perf_counter()
