@@ -44,6 +44,11 @@ Issue #12 (stronger attacks; both judges, both data sets):
         --engines dlib-resnet128,faceres-1024,mobileface-256 > benchmarks/results_reconstruction_att40.json
     python benchmarks/bench_reconstruction.py --methods gradient --engines dlib-resnet128,faceres-1024,mobileface-256 \
         --set gradient.surrogates=mobileface-256 --tag s-mf   # a surrogate (then not a judge)
+    # refine as shipped: surrogate-guided (mobileface-256 proposes directions, so it is flagged as used)
+    python benchmarks/bench_reconstruction.py --methods refine --engines dlib-resnet128,faceres-1024,mobileface-256 \
+        --tag guided > benchmarks/results_reconstruction_lfw100_refine_guided.json
+    python benchmarks/bench_reconstruction.py --dataset att --targets 40 --methods refine \
+        --engines dlib-resnet128,faceres-1024,mobileface-256 --tag guided > benchmarks/results_reconstruction_att40_refine_guided.json
 
 Prints JSON on stdout; progress on stderr.
 """
