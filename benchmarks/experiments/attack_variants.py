@@ -125,6 +125,32 @@ def create_latent_whitebox(preset: str = "default", **settings) -> LatentWhitebo
     return LatentWhitebox(replace(LatentWhiteboxSettings(), **{k: v for k, v in settings.items() if k in known and v is not None}))
 
 
+def create_gradient_refine(preset: str = "default", **settings):
+    """``refine``'s surrogate-guided search started from the white-box ``gradient`` face instead of the
+    naive generator's (any access: F's gradients, then queries)."""
+    from fvr_audit.reconstructors.gradient import create_gradient
+    from fvr_audit.reconstructors.refine import RefineReconstructor, create_refine
+
+    class GradientRefine(RefineReconstructor):
+        @property
+        def adapter(self):
+            return None
+
+        @property
+        def info(self) -> ReconstructorInfo:
+            return ReconstructorInfo("gradient_refine", AttackAccess.WHITE_BOX,
+                                     "refine's guided search from the gradient attack's face", "experiment")
+
+        def supports(self, extractor):
+            return self.start.supports(extractor) or self.search.supports(extractor)
+
+    refine = create_refine(preset=preset, **settings)
+    attack = GradientRefine.__new__(GradientRefine)
+    attack.__dict__.update(refine.__dict__)
+    attack.start = create_gradient()
+    return attack
+
+
 def main() -> None:
     from fvr_audit.reconstructors import registry
 
@@ -132,6 +158,9 @@ def main() -> None:
     sys.modules.setdefault(here, sys.modules[__name__])
     registry.RECONSTRUCTORS["latent_whitebox"] = f"{here}:create_latent_whitebox"
     registry.SETTINGS["latent_whitebox"] = f"{here}:LatentWhiteboxSettings"
+    registry.RECONSTRUCTORS["gradient_refine"] = f"{here}:create_gradient_refine"
+    registry.SETTINGS["gradient_refine"] = registry.SETTINGS["refine"]
+    registry.SEARCH_METHODS = (*registry.SEARCH_METHODS, "gradient_refine")
     sys.argv = ["bench_reconstruction.py", *sys.argv[1:]]
     runpy.run_path(str(REPO_ROOT / "benchmarks" / "bench_reconstruction.py"), run_name="__main__")
 
