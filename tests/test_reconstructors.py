@@ -284,7 +284,7 @@ def test_refine_surrogate_choice_never_uses_f_itself(tmp_path):
         get_reconstructor("refine", preset="demo", guided=9)  # the demo's 16 candidates are 8 pairs
 
 
-def test_refine_guidance_for_an_unseen_f_needs_a_photo_map():
+def test_refine_guidance_for_an_unseen_f_needs_a_photo_map(tmp_path, monkeypatch):
     """An F the tool has never seen: ``auto`` guides only through a map fitted on photos (the user's
     calibration adapter into dlib-resnet128's space); a named surrogate falls back to the synthetic
     map, whose faces are queries to F, counted once per database."""
@@ -304,6 +304,7 @@ def test_refine_guidance_for_an_unseen_f_needs_a_photo_map():
                                  selection=PenaltySelection.IDENTIFICATION)
     assert choose_surrogate("auto", f, synthetic)[0] is None  # a self-calibrated start adapter is no photo map
     assert choose_surrogate("mobileface-256", f)[0] == "mobileface-256"
+    monkeypatch.setenv("FVR_AUDIT_CACHE", str(tmp_path / "cache"))  # not a map cached by an earlier run
     seen = f.images_seen
     found = surrogate_map(f, get_extractor("mobileface-256"), faces=20)
     assert found.kind == "synthetic" and found.queries == 20 and f.images_seen - seen == 20

@@ -100,7 +100,8 @@ class SurrogateMap:
     #: "shipped" (LFW training photos), "calibration" (the user's photos: refine's own start adapter)
     #: or "synthetic" (the tool's own faces; weaker).
     kind: str
-    #: Queries to F it took now, once per F (0 for a shipped map or one the scan already fitted).
+    #: Queries to F the map costs the attack, once per F and database (0 for a shipped map or one the
+    #: scan already fitted and counted); a synthetic map found in the cache counts them all the same.
     queries: int
 
 
