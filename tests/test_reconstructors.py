@@ -278,8 +278,14 @@ def test_refine_surrogate_choice_never_uses_f_itself(tmp_path):
     assert choose_surrogate("auto", get_extractor(str(copy)))[0] == "dlib-resnet128"
     with pytest.raises(InputError, match="F itself"):
         choose_surrogate("dlib-resnet128", get_extractor("dlib-resnet128"))
+    reason = get_reconstructor("refine", surrogate="dlib-resnet128").supports(get_extractor("dlib-resnet128"))
+    assert reason is not None and "F itself" in reason
     with pytest.raises(InputError, match="not a built-in recognizer"):
         choose_surrogate("arcface", get_extractor("dlib-resnet128"))
+    reason = get_reconstructor("refine", surrogate="dlib-resnet128").supports(get_extractor("dlib-resnet128"))
+    assert reason is not None and "F itself" in reason
+    with pytest.raises(InputError, match="not a built-in recognizer"):
+        get_reconstructor("refine", surrogate="arcface")  # refused when made, before a scan's other attacks run
     with pytest.raises(InputError, match="guided 9"):
         get_reconstructor("refine", preset="demo", guided=9)  # the demo's 16 candidates are 8 pairs
 

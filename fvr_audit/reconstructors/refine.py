@@ -95,6 +95,13 @@ class RefineReconstructor(Reconstructor):
         )
         if self.settings.surrogate not in (AUTO, NONE) and self.settings.update != "es":
             raise InputError("refine: surrogate guidance needs update 'es' (antithetic directions)")
+        from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS
+
+        if self.settings.surrogate not in (AUTO, NONE, "", *BUILTIN_EXTRACTORS):  # refused before any work, not at refine's turn
+            raise InputError(
+                f"refine: surrogate {self.settings.surrogate!r} is not a built-in recognizer; use one of "
+                f"{', '.join(BUILTIN_EXTRACTORS)}, {AUTO} or {NONE}"
+            )
         if self.settings.surrogate_faces < 10:
             raise InputError(f"refine: surrogate_faces {self.settings.surrogate_faces} must be at least 10")
 
@@ -116,6 +123,11 @@ class RefineReconstructor(Reconstructor):
         )
 
     def supports(self, extractor: Extractor) -> str | None:
+        if self.settings.surrogate not in (AUTO, NONE, ""):
+            try:  # a named surrogate that is F itself: said when the attacks are chosen, not at refine's turn
+                choose_surrogate(self.settings.surrogate, extractor)
+            except InputError as exc:
+                return str(exc)
         return self.start.supports(extractor) or self.search.supports(extractor)
 
     def reconstruct(
