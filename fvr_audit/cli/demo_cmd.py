@@ -24,9 +24,9 @@ DEMO_METHOD_SETTINGS: dict[str, dict] = {
     "eigenfaces": {"preset": "demo"},
     # the same search from the naive generator's face, on half the demo budget (4 x 16 + 1 = 65
     # queries per target) and with small steps: it starts from a face F already reads as the
-    # person, and the demo's large first steps (14 px RMS) would walk away from it; its surrogate's
-    # map (mobileface-256, not a demo judge) is fitted on 500 synthetic faces instead of 2,000
-    "refine": {"preset": "demo", "iterations": 4, "step": 2.0, "step_final": 1.0, "surrogate_faces": 500},
+    # person, and the demo's large first steps (14 px RMS) would walk away from it. Its surrogate
+    # guidance (mobileface-256, not a demo judge) uses the map shipped for dlib-resnet128: no queries
+    "refine": {"preset": "demo", "iterations": 4, "step": 2.0, "step_final": 1.0},
     # At most 24 Adam steps, all targets in one batch, plateau stop.
     "gradient": {"preset": "demo"},
 }
