@@ -144,9 +144,8 @@ def create_gradient_refine(preset: str = "default", **settings):
         def supports(self, extractor):
             return self.start.supports(extractor) or self.search.supports(extractor)
 
-    refine = create_refine(preset=preset, **settings)
-    attack = GradientRefine.__new__(GradientRefine)
-    attack.__dict__.update(refine.__dict__)
+    attack = create_refine(preset=preset, **settings)
+    attack.__class__ = GradientRefine  # the same search and guidance; only the start face differs
     attack.start = create_gradient()
     return attack
 

@@ -3,8 +3,8 @@
 The search (:mod:`.eigenfaces`) estimates each step from random antithetic directions and F's
 answers on them. A local recognizer S that is not F (the *surrogate*) offers, for free, a good
 guess of a useful direction: the gradient, in the eigenface coefficients, of S's cosine between
-the current face and the target vector mapped into S's space (a ridge map fitted on the tool's own
-synthetic faces, embedded by F and by S). Each iteration, ``guided`` of a target's antithetic
+the current face and the target vector mapped into S's space (a ridge map fitted on photos: shipped
+for the built-in F, or the user's ``--calibration`` adapter; see :func:`photo_map`). Each iteration, ``guided`` of a target's antithetic
 directions are replaced by that gradient (the first pure, the others mixed with the random ones at
 weight ``mix``), all at the search's step size; F's answers still rank every direction and decide
 the step, so S only proposes. This is prior-guided random gradient-free search (Cheng, Dong, Pang,
@@ -14,14 +14,16 @@ applied to face recovery, the issue's "surrogate-guided search".
 Measured on the 100 held-out LFW targets (F = dlib-resnet128, S = mobileface-256, 3,201 queries per
 target, tpr@1 at N = 1000 under faceres-1024): see :mod:`.refine` and the README. S touched the
 attack, so it is recorded in ``models_used`` and never judges it (:mod:`fvr_audit.audit.fairness`).
-The map's fitting costs ``faces`` queries to F once per F (cached): queries per database, not per
-target.
+A shipped or calibration map costs no queries; the synthetic map, used only for a surrogate named by
+the user, costs ``faces`` queries to F once per F (cached): queries per database, not per target.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -56,17 +58,13 @@ def choose_surrogate(requested: str, extractor: Extractor, start_adapter: RidgeA
     >>> choose_surrogate("none", get_extractor("mobileface-256"))
     (None, 'surrogate guidance off (surrogate=none)')
     """
-    from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
+    from fvr_audit.extractors.registry import get_extractor
 
     if requested in ("", NONE):
         return None, "surrogate guidance off (surrogate=none)"
+    check_surrogate_name(requested)
     names = AUTO_SURROGATES if requested == AUTO else (requested,)
     for name in names:
-        if name not in BUILTIN_EXTRACTORS:
-            raise InputError(
-                f"refine: surrogate {name!r} is not a built-in recognizer; use one of {', '.join(BUILTIN_EXTRACTORS)}, "
-                f"{AUTO} or {NONE}"
-            )
         candidate = get_extractor(name)
         if name == extractor.name or (candidate.info.sha256 and candidate.info.sha256 == extractor.info.sha256):
             if requested != AUTO:
@@ -81,6 +79,23 @@ def choose_surrogate(requested: str, extractor: Extractor, start_adapter: RidgeA
         "(shipped for the built-in recognizers; --calibration DIR fits one into dlib-resnet128's); "
         "name one with --set refine.surrogate=NAME to use the weaker synthetic map"
     )
+
+
+def check_surrogate_name(requested: str) -> None:
+    """A ``surrogate`` setting is auto, none, or a built-in recognizer's name (checked when refine is
+    made, before a scan's other attacks run).
+
+    >>> check_surrogate_name("arcface")
+    Traceback (most recent call last):
+    fvr_audit.errors.InputError: refine: surrogate 'arcface' is not a built-in recognizer; use one of dlib-resnet128, faceres-1024, mobileface-256, auto or none
+    """
+    from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS
+
+    if requested not in (AUTO, NONE, "", *BUILTIN_EXTRACTORS):
+        raise InputError(
+            f"refine: surrogate {requested!r} is not a built-in recognizer; use one of {', '.join(BUILTIN_EXTRACTORS)}, "
+            f"{AUTO} or {NONE}"
+        )
 
 
 def shipped_map_file(source: str, target: str) -> str:
@@ -118,10 +133,16 @@ def photo_map(extractor: Extractor, surrogate: Extractor, start_adapter: RidgeAd
         same_models = (entry.details.get("source_sha256") == extractor.info.sha256 == get_extractor(extractor.name).info.sha256
                        and entry.details.get("target_sha256") == surrogate.info.sha256)
         if same_models:
-            return SurrogateMap(RidgeAdapter.load(model_path(file)), "shipped", 0)
+            return SurrogateMap(_load_shipped(str(model_path(file))), "shipped", 0)
     if start_adapter is not None and start_adapter.from_photos and start_adapter.target == surrogate.name:
         return SurrogateMap(start_adapter, "calibration", 0)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _load_shipped(path: str) -> RidgeAdapter:
+    # model_path has checked the file against the manifest; the map is read once per process
+    return RidgeAdapter.load(Path(path))
 
 
 def surrogate_map(extractor: Extractor, surrogate: Extractor, *, faces: int,

@@ -46,7 +46,15 @@ from fvr_audit.reconstructors.base import (
 )
 from fvr_audit.reconstructors.eigenfaces import PRESETS, EigenfacesReconstructor, EigenfacesSettings
 from fvr_audit.reconstructors.eigenfaces import REFERENCE as EIGENFACES_REFERENCE
-from fvr_audit.reconstructors.guidance import AUTO, NONE, GuideSettings, SurrogateGuide, choose_surrogate, surrogate_map
+from fvr_audit.reconstructors.guidance import (
+    AUTO,
+    NONE,
+    GuideSettings,
+    SurrogateGuide,
+    check_surrogate_name,
+    choose_surrogate,
+    surrogate_map,
+)
 from fvr_audit.reconstructors.registry import GENERATOR_OF
 
 #: The generator whose face the search starts from (the strongest shipped parametric method).
@@ -95,13 +103,7 @@ class RefineReconstructor(Reconstructor):
         )
         if self.settings.surrogate not in (AUTO, NONE) and self.settings.update != "es":
             raise InputError("refine: surrogate guidance needs update 'es' (antithetic directions)")
-        from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS
-
-        if self.settings.surrogate not in (AUTO, NONE, "", *BUILTIN_EXTRACTORS):  # refused before any work, not at refine's turn
-            raise InputError(
-                f"refine: surrogate {self.settings.surrogate!r} is not a built-in recognizer; use one of "
-                f"{', '.join(BUILTIN_EXTRACTORS)}, {AUTO} or {NONE}"
-            )
+        check_surrogate_name(self.settings.surrogate)
         if self.settings.surrogate_faces < 10:
             raise InputError(f"refine: surrogate_faces {self.settings.surrogate_faces} must be at least 10")
 
