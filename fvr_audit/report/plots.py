@@ -342,13 +342,16 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
     engines = sorted({engine for _, engine in series})
     gates = sorted({(p.k, p.n) for p in points})  # the deployed system's N is its row count: may differ
     entries = len(series) + len(gates)
-    legend_rows = (entries + 1) // 2
+    # one column: each label names attack, engine and gate, and two of them did not fit the width
+    columns = 1
+    legend_rows = entries
     # the legend goes under the axes, never over the lines (they climb into the upper left too)
     height = 2.5 + 0.17 * legend_rows
     figure = Figure(figsize=(6.4, height))
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     figure.subplots_adjust(left=0.1, right=0.98, top=1 - 0.12 / height, bottom=(0.62 + 0.17 * legend_rows) / height)
+    axes_in = height - 0.12 - (0.62 + 0.17 * legend_rows)  # the legend sits 0.45 in below the axes, under the x label
     for (method, engine), line in series.items():
         line = sorted(line, key=lambda p: p.queries)
         style = styles.get(method) or MethodStyle("#555555", "-", "o", 1.8, method)
@@ -361,7 +364,12 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
         ax.plot(q, [p.tpr for p in line], color=style.colour, marker=style.marker, markersize=4,
                 linestyle=ENGINE_LINESTYLES[engines.index(engine) % len(ENGINE_LINESTYLES)], linewidth=1.6,
                 label=_mpl_text(label))
-    ticks = sorted({p.queries for p in points})
+    ticks = []
+    for q in sorted({p.queries for p in points}):  # 64 and 65 (a final scoring query) would print over each other
+        if ticks and q < ticks[-1] * 1.15:
+            ticks[-1] = q
+        else:
+            ticks.append(q)
     ax.set_xscale("log")
     ax.set_xticks(ticks, [f"{q:,}" for q in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -375,7 +383,7 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
     ax.set_ylim(0, 1.0)
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
     _quiet_axes(ax)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.2 * 2.6 / height * 1.25), ncol=2, fontsize=7.5, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.45 / axes_in), ncol=columns, fontsize=7.5, frameon=False)
     return _to_inline_svg(figure, figure_id, "Re-identification against queries to F, per black-box attack and engine")
 
 
