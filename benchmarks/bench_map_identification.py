@@ -145,7 +145,7 @@ def main() -> None:
         calibration = self_calibrate(extractor)
         entry["self_calibrated"] = {**scored(name, calibration.adapter.transform), "map": calibration.adapter.describe()}
         log(f"{name}: self-calibrated {entry['self_calibrated']}")
-        z, (embedded,) = _embedded_synthetic_faces([extractor], DEFAULT_FACES, 0)
+        embedded, z = _embedded_synthetic_faces([extractor, surrogate], DEFAULT_FACES, 0)
         by_cosine = RidgeAdapter.fit(embedded, z, np.arange(len(z)), source=name, target=surrogate.name).with_origin(
             f"{len(z)} synthetic faces (self-calibration)", 0.0)
         entry["self_calibrated_cosine_rule"] = {**scored(name, by_cosine.transform), "map": by_cosine.describe()}

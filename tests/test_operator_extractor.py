@@ -231,6 +231,8 @@ def test_database_dimension_must_match_the_model(tmp_path):
 
 
 def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
+    from fvr_audit.alignment.canonical import crop_from_canonical
+    from fvr_audit.probes import probe_faces
     from fvr_audit.reconstructors.parametric.adapter import PenaltySelection
     from fvr_audit.reconstructors.parametric.self_calibration import self_calibrate
 
@@ -244,6 +246,24 @@ def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
     # the map's penalty keeps the held-out faces identifiable (not the best-cosine one), and says so
     assert again.adapter.selection is PenaltySelection.IDENTIFICATION
     assert "held-out faces identifiable" in again.adapter.describe()
+    # outputs turned to a typical person's distance from the mean face (kept through the cache file)
+    assert 0.85 < again.adapter.typical_cosine == first.adapter.typical_cosine < 0.97
+    mapped = again.adapter.transform(user.embed(crop_from_canonical(probe_faces(5, seed=9), user.geometry)))
+    mean = again.adapter.target_mean / np.linalg.norm(again.adapter.target_mean)
+    np.testing.assert_allclose(mapped @ mean, again.adapter.typical_cosine, atol=1e-5)
+
+
+def test_calibration_faces_vary_around_the_generators_faces():
+    from fvr_audit.reconstructors.parametric.self_calibration import _embedded_synthetic_faces
+
+    dlib = get_extractor("dlib-resnet128")
+    (plain,) = _embedded_synthetic_faces([dlib], 6, seed=4, spread=0.0)
+    (varied,) = _embedded_synthetic_faces([dlib], 6, seed=4)
+    (again,) = _embedded_synthetic_faces([dlib], 6, seed=4)
+    np.testing.assert_array_equal(varied, again)  # seeded: the cached map is the one a rebuild gives
+    cosines = np.sum(plain * varied, axis=1) / np.linalg.norm(plain, axis=1) / np.linalg.norm(varied, axis=1)
+    # the offset moves each face's vector (new variation for the map to learn from) but keeps a face
+    assert np.all(cosines < 0.995) and np.all(cosines > 0.5), cosines
 
 
 def test_scan_of_a_user_onnx_runs_every_attack_and_says_how_generators_were_obtained(tmp_path):

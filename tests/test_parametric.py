@@ -185,6 +185,32 @@ def test_adapter_penalty_rule_round_trips_and_older_files_read_as_the_cosine_rul
     assert RidgeAdapter.load(tmp_path / "old.npz").selection is PenaltySelection.COSINE
 
 
+def test_adapter_typical_cosine_turns_outputs_round_trips_and_is_checked(tmp_path):
+    from dataclasses import replace
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(300, 24)) + 3.0  # vectors around a common mean, as face vectors are
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    x = y @ rng.normal(size=(24, 48)) + 0.1 * rng.normal(size=(300, 48))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plain = RidgeAdapter.fit(x, y, np.arange(300), source="user", target="dlib-resnet128")
+    turned = replace(plain, typical_cosine=0.8)
+    mean = turned.target_mean / np.linalg.norm(turned.target_mean)
+    np.testing.assert_allclose(turned.transform(x[:5]) @ mean, 0.8, atol=1e-6)
+    assert not np.allclose(plain.transform(x[:5]) @ mean, 0.8, atol=1e-3)
+    assert "turned to cosine 0.800" in turned.describe() and "turned" not in plain.describe()
+    turned.save(tmp_path / "t.npz")
+    np.testing.assert_allclose(RidgeAdapter.load(tmp_path / "t.npz").transform(x[:5]), turned.transform(x[:5]), atol=1e-6)
+    assert RidgeAdapter.from_bytes(turned.to_bytes()).typical_cosine == 0.8
+    # a file from before the turn (six numbers) reads without it; a cosine outside [0, 1) is refused
+    arrays = dict(np.load(tmp_path / "t.npz", allow_pickle=False))
+    np.savez(tmp_path / "old.npz", **{**arrays, "numbers": arrays["numbers"][:6]})
+    assert RidgeAdapter.load(tmp_path / "old.npz").typical_cosine == 0.0
+    np.savez(tmp_path / "bad.npz", **{**arrays, "numbers": np.concatenate([arrays["numbers"][:6], [1.5]])})
+    with pytest.raises(InputError, match="typical cosine"):
+        RidgeAdapter.load(tmp_path / "bad.npz")
+
+
 def test_cli_train_export_and_models_listing(tmp_path, dlib):
     data = synthetic_data(dlib)
     data.save(tmp_path / "data.npz")

@@ -94,15 +94,17 @@ class EigenBasis:
         return to_canonical_uint8(self.mean.reshape(1, self.size, self.size, 3))[0]
 
 
-def to_canonical_uint8(small: np.ndarray) -> np.ndarray:
-    """float [N, s, s, 3] 0..255 images -> uint8 [N, 200, 200, 3], bilinear (torch-compatible)."""
+def to_canonical_float(small: np.ndarray) -> np.ndarray:
+    """float [N, s, s, 3] images -> float32 [N, 200, 200, 3], bilinear (torch-compatible), unclipped:
+    for offsets as well as images."""
     size = CANONICAL_GEOMETRY.size
     small = np.asarray(small, dtype=np.float32)
-    if small.shape[1] == size:
-        up = small
-    else:
-        up = _bilinear_resize(small, size)
-    return np.clip(np.rint(up), 0, 255).astype(np.uint8)
+    return small if small.shape[1] == size else _bilinear_resize(small, size)
+
+
+def to_canonical_uint8(small: np.ndarray) -> np.ndarray:
+    """float [N, s, s, 3] 0..255 images -> uint8 [N, 200, 200, 3], bilinear (torch-compatible)."""
+    return np.clip(np.rint(to_canonical_float(small)), 0, 255).astype(np.uint8)
 
 
 def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:

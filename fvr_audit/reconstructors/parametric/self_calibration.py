@@ -7,12 +7,18 @@ its own calibration set:
 
 1. draw dlib-resnet128 vectors z from the shipped Gaussian prior (``fvr_audit.probes``);
 2. render each with one of the shipped generators (in turn; half of the faces mirrored, so the
-   map does not learn one pose), in the canonical frame;
-3. embed F's crop of each face with F (one query per face, counted);
-4. fit the ridge adapter F(G(z)) -> z, cross-validated over faces: the vector to give a generator
-   so that F sees the face it was asked for. Its penalty is the strongest that keeps the held-out
-   faces identifiable (``PenaltySelection.IDENTIFICATION``): the map is used on real vectors, and
-   the penalty that fits the synthetic faces best carries less identity over to real photos.
+   map does not learn one pose), in the canonical frame, and add to each face a random offset
+   in the shipped eigenface basis (:func:`fvr_audit.probes.varied_faces`): the generators' faces
+   look alike, and a map fitted on them alone carries less identity over to real photos;
+3. embed F's crop of each face with F (one query per face, counted), and with dlib-resnet128
+   (local, no query);
+4. fit the ridge adapter F(face) -> dlib-resnet128(face), cross-validated over faces. Its penalty
+   is the strongest that keeps the held-out faces identifiable (``PenaltySelection.IDENTIFICATION``):
+   the map is used on real vectors, and the penalty that fits the synthetic faces best carries
+   less identity over to real photos;
+5. turn each mapped vector to the prior's typical cosine from the mean
+   (``RidgeAdapter.typical_cosine``): on real vectors the map's outputs sit too close to the
+   average face, and the generators then draw average faces.
 
 The adapter is cached per (F's sha256, preprocessing, crop, settings, generator files) in the
 user cache folder (``$FVR_AUDIT_CACHE`` or ``~/.cache/fvr-audit``), so a second scan of the same
@@ -42,7 +48,7 @@ DEFAULT_FACES = 2000
 CHUNK = 250
 CACHE_ENV = "FVR_AUDIT_CACHE"
 #: Bump when the recipe changes, so old cached adapters are not reused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,9 @@ def self_calibrate(
     on_progress=None,
 ) -> SelfCalibration:
     """The adapter from ``extractor``'s space into dlib-resnet128's, from the tool's own faces."""
+    from fvr_audit.extractors.registry import get_extractor
     from fvr_audit.model_store import load_manifest, models_dir
-    from fvr_audit.probes import PRIOR_SPACE
+    from fvr_audit.probes import PRIOR_SPACE, typical_cosine
 
     if faces < 20:
         raise InputError(f"--calibration-faces {faces}: at least 20 faces are needed to fit the adapter")
@@ -128,11 +135,18 @@ def self_calibrate(
             pass  # a damaged cache entry is rebuilt below
     start = time.perf_counter()
     before = extractor.queries_used
-    z, (embedded,) = _embedded_synthetic_faces([extractor], faces, seed, on_progress)
+    space = get_extractor(PRIOR_SPACE)
+    if space is extractor:  # F is dlib-resnet128 itself: one pass, no query counted twice
+        (embedded,) = _embedded_synthetic_faces([extractor], faces, seed, on_progress)
+        target = embedded
+    else:
+        embedded, target = _embedded_synthetic_faces([extractor, space], faces, seed, on_progress)
     adapter = RidgeAdapter.fit(
-        embedded, z, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha,
+        embedded, target, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha,
         selection=PenaltySelection.IDENTIFICATION,
     )
+    # its outputs turned to a typical person's distance from the mean (see RidgeAdapter.typical_cosine)
+    adapter = replace(adapter, typical_cosine=typical_cosine(adapter.target_mean))
     seconds = time.perf_counter() - start
     adapter = adapter.with_origin(f"{faces} synthetic faces (self-calibration)", seconds)
     queries = extractor.queries_used - before
@@ -144,9 +158,11 @@ def self_calibrate(
     return SelfCalibration(adapter, faces, queries, seconds, False, file)
 
 
-def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The prior vectors z drawn, and each extractor's vectors of the faces rendered from them."""
-    from fvr_audit.probes import GENERATORS, draw_prior_vectors, generate_faces
+def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=None, spread: float | None = None) -> list[np.ndarray]:
+    """Each extractor's vectors of the tool's ``faces`` calibration faces (seeded): the generators'
+    faces of prior vectors, every other one mirrored, each varied in the eigenface basis by
+    ``spread`` (``None``: :data:`fvr_audit.probes.VARIATION`; 0: the generators' faces as they are)."""
+    from fvr_audit.probes import GENERATORS, VARIATION, draw_prior_vectors, generate_faces, varied_faces
 
     z = draw_prior_vectors(faces, seed=seed)
     embedded = [np.empty((faces, e.dim), np.float32) for e in extractors]
@@ -158,11 +174,12 @@ def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=Non
             if rows.size:
                 frames[rows] = generate_faces(z[lo + rows], method)
         frames[1::2] = frames[1::2, :, ::-1]  # every other face mirrored: a face and its mirror are one person
+        frames = varied_faces(frames, seed=seed * 1_000_003 + lo, spread=VARIATION if spread is None else spread)
         for extractor, out in zip(extractors, embedded):
             out[lo:hi] = extractor.embed(crop_from_canonical(frames, extractor.geometry))
         if on_progress:
             on_progress(hi - lo)
-    return z, embedded
+    return embedded
 
 
 def synthetic_adapter(source: Extractor, target: Extractor, *, faces: int = DEFAULT_FACES, seed: int = 0) -> RidgeAdapter:
@@ -181,7 +198,7 @@ def synthetic_adapter(source: Extractor, target: Extractor, *, faces: int = DEFA
         except InputError:
             pass
     start = time.perf_counter()
-    _, (x, y) = _embedded_synthetic_faces([source, target], faces, seed)
+    x, y = _embedded_synthetic_faces([source, target], faces, seed)
     adapter = RidgeAdapter.fit(x, y, np.arange(faces), source=source.name, target=target.name,
                                target_sha256=target.info.sha256 or "", selection=PenaltySelection.IDENTIFICATION)
     adapter = adapter.with_origin(f"{faces} synthetic faces", time.perf_counter() - start)
