@@ -88,6 +88,22 @@ class Identification:
         return round(float((best.argmax(1) == self.truth).mean()), 4)
 
 
+def held_out_queries(labels: np.ndarray, count: int) -> np.ndarray:
+    """Rows of the first photo of each of the first ``count`` held-out LFW identities (not in the
+    training split) that have another photo to be found by."""
+    train = set(lfw_split("train"))
+    rows_of: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows_of.setdefault(label, []).append(row)
+    return np.array([rows[0] for name, rows in sorted(rows_of.items()) if name not in train and len(rows) > 1][:count])
+
+
+def att_with_lfw(att_paths: np.ndarray, att_dlib: np.ndarray, dlib: np.ndarray, labels: np.ndarray) -> Identification:
+    """Every AT&T photo a query, the gallery its other photos plus all of LFW (one joint gallery)."""
+    return Identification(np.concatenate([unit(att_dlib), dlib]),
+                          np.concatenate([[p.split("/")[0] for p in att_paths], labels]), np.arange(len(att_paths)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", default="faceres-1024,mobileface-256")
@@ -98,10 +114,7 @@ def main() -> None:
 
     paths, labels, dlib = load_cache("dlib-resnet128")
     train = set(lfw_split("train"))
-    rows_of: dict[str, list[int]] = {}
-    for row, label in enumerate(labels):
-        rows_of.setdefault(label, []).append(row)
-    queries = np.array([rows[0] for name, rows in sorted(rows_of.items()) if name not in train and len(rows) > 1][: args.queries])
+    queries = held_out_queries(labels, args.queries)
     lfw = Identification(dlib, labels, queries)
     # AT&T: every one of its 400 photos a query, the gallery its other photos plus all of LFW
     att_folder = require_lfw(args.lfw).parent / "att_faces"
@@ -111,9 +124,7 @@ def main() -> None:
 
     with_att = None
     if att is not None:  # built once: every map is scored against the same joint gallery
-        att_paths, att_dlib = att[surrogate.name]
-        with_att = Identification(np.concatenate([unit(att_dlib), dlib]),
-                                  np.concatenate([[p.split("/")[0] for p in att_paths], labels]), np.arange(len(att_paths)))
+        with_att = att_with_lfw(*att[surrogate.name], dlib, labels)
     lfw_queries = {surrogate.name: dlib[queries]}  # each F's LFW query vectors (filled as each F is read)
 
     def scored(source: str, transform) -> dict:

@@ -36,11 +36,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 from _common import DEFAULT_LFW, emit, machine, require_lfw  # noqa: E402
-from bench_map_identification import Identification, load_cache, unit  # noqa: E402
+from bench_map_identification import Identification, att_with_lfw, held_out_queries, load_cache, unit  # noqa: E402
 from bench_reconstruction import att_embeddings  # noqa: E402
 
 from fvr_audit.alignment.canonical import crop_from_canonical  # noqa: E402
-from fvr_audit.datasets.lfw import lfw_split  # noqa: E402
 from fvr_audit.extractors.registry import get_extractor  # noqa: E402
 from fvr_audit.probes import GENERATORS, draw_prior_vectors, generate_faces  # noqa: E402
 from fvr_audit.reconstructors.eigenbasis import load_basis, to_canonical_uint8  # noqa: E402
@@ -114,21 +113,13 @@ def main() -> None:
     args = parser.parse_args()
 
     paths, labels, dlib_vectors = load_cache("dlib-resnet128")
-    train = set(lfw_split("train"))
-    rows_of: dict[str, list[int]] = {}
-    for row, label in enumerate(labels):
-        rows_of.setdefault(label, []).append(row)
-    queries = np.array([rows[0] for name, rows in sorted(rows_of.items()) if name not in train and len(rows) > 1][: args.queries])
+    queries = held_out_queries(labels, args.queries)
     lfw = Identification(dlib_vectors, labels, queries)
     dlib = get_extractor("dlib-resnet128")
     sources = [get_extractor(n) for n in args.sources.split(",") if n]
     att_folder = require_lfw(args.lfw).parent / "att_faces"
     att = att_embeddings(att_folder, [dlib, *sources]) if (att_folder / "s1").is_dir() else None
-    with_att = None
-    if att is not None:
-        att_paths, att_dlib = att[dlib.name]
-        with_att = Identification(np.concatenate([unit(att_dlib), dlib_vectors]),
-                                  np.concatenate([[p.split("/")[0] for p in att_paths], labels]), np.arange(len(att_paths)))
+    with_att = None if att is None else att_with_lfw(*att[dlib.name], dlib_vectors, labels)
     source_queries = {}
     for extractor in sources:
         source_paths, _, vectors = load_cache(extractor.name)
