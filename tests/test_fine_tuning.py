@@ -76,7 +76,8 @@ def test_baked_generator_equals_the_adapter_then_the_generator(tmp_path):
     assert np.abs(through - direct).max() < 0.05
     names = trainable_initializers(baked)
     assert "adapter.weights" in names and "inner.head.conv.weight" in names
-    assert not any(n.endswith(("running_mean", "running_var", ".blur")) for n in names)
+    assert not any(n.endswith(("running_mean", "running_var", ".blur", ".fixed")) for n in names)
+    assert adapter.typical_cosine > 0  # the self-calibrated map's turn is baked in too (compared above)
 
 
 def test_fine_tuning_keeps_a_generator_only_when_it_gains_and_caches_it(tmp_path):
@@ -90,10 +91,10 @@ def test_fine_tuning_keeps_a_generator_only_when_it_gains_and_caches_it(tmp_path
     adapter = self_calibrate(user, faces=40).adapter
     rows = np.load(plain_database(tmp_path / "v.npy", user, rows=60, seed=4))
     generator, _ = find_reconstructor("naive", "dlib-resnet128", None)
-    settings = FineTuneSettings(steps=12, batch=8, lr=1e-3, holdout=12, min_rows=20)
+    settings = FineTuneSettings(steps=24, batch=8, lr=3e-3, holdout=12, min_rows=20)
     first = fine_tune("naive", generator, adapter, user, rows, settings)
     assert not first.cached and first.training_rows == 48 and first.holdout_rows == 12
-    assert first.kept and first.cosine_after > first.cosine_before + 0.05  # a toy F is quick to learn
+    assert first.kept and first.cosine_after > first.cosine_before + 0.03  # a toy F is quick to learn (from 0.91)
     assert f"{first.cosine_before:.3f} -> {first.cosine_after:.3f}" in first.describe()
     again = fine_tune("naive", generator, adapter, user, rows, settings)
     assert again.cached and (again.cosine_before, again.cosine_after) == (
@@ -137,7 +138,7 @@ def test_scan_tunes_adapted_generators_on_rows_other_than_the_targets(tmp_path, 
     def spy(method, generator, adapter, extractor, rows, settings, **kwargs):
         seen[method] = rows.copy()
         return real(method, generator, adapter, extractor, rows,
-                    fine_tuning.FineTuneSettings(steps=settings.steps, batch=4, holdout=10, min_rows=20), **kwargs)
+                    fine_tuning.FineTuneSettings(steps=24, batch=4, lr=3e-3, holdout=10, min_rows=20), **kwargs)
 
     monkeypatch.setattr(fine_tuning, "fine_tune", spy)
     user = get_extractor(str(conv_model(tmp_path / "user.onnx")))

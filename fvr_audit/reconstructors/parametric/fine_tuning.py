@@ -44,7 +44,7 @@ from fvr_audit.extractors.base import Extractor
 #: Bump when the recipe changes, so old cached generators are not reused.
 RECIPE_VERSION = 1
 #: Initializer names of fixed filters that must not be trained (FaceHead's blur).
-FIXED_SUFFIXES = (".blur",)
+FIXED_SUFFIXES = (".blur", ".fixed")
 ADAPTED_INPUT = "adapted_vector"
 
 
@@ -134,8 +134,30 @@ def baked_generator(generator_file: Path, adapter) -> object:
         helper.make_node("Add", ["adapter.mapped", "adapter.target_mean"], ["adapter.shifted"], name="adapter_shift"),
         helper.make_node("ReduceL2", ["adapter.shifted"], ["adapter.norm"], axes=[1], keepdims=1, name="adapter_norm"),
         helper.make_node("Max", ["adapter.norm", "adapter.eps"], ["adapter.safe_norm"], name="adapter_clamp"),
-        helper.make_node("Div", ["adapter.shifted", "adapter.safe_norm"], [ADAPTED_INPUT], name="adapter_normalise"),
+        helper.make_node("Div", ["adapter.shifted", "adapter.safe_norm"],
+                         ["adapter.unit" if adapter.typical_cosine > 0 else ADAPTED_INPUT], name="adapter_normalise"),
     ]
+    if adapter.typical_cosine > 0:
+        # RidgeAdapter.typical_cosine: v turned, in its plane with the mean u, to cosine c from u
+        # (c u + sqrt(1 - c^2) (v - (v.u) u) / |v - (v.u) u|); fixed, never tuned
+        direction = adapter.target_mean / np.linalg.norm(adapter.target_mean)
+        c = float(adapter.typical_cosine)
+        weights.update({
+            "adapter.direction.fixed": direction.astype(np.float32)[:, None],
+            "adapter.direction_row.fixed": direction.astype(np.float32)[None, :],
+            "adapter.along_scale.fixed": (c * direction).astype(np.float32)[None, :],
+            "adapter.side_scale.fixed": np.array(np.sqrt(1.0 - c * c), np.float32),
+        })
+        front += [
+            helper.make_node("MatMul", ["adapter.unit", "adapter.direction.fixed"], ["adapter.along"], name="adapter_along"),
+            helper.make_node("Mul", ["adapter.along", "adapter.direction_row.fixed"], ["adapter.on_mean"], name="adapter_on_mean"),
+            helper.make_node("Sub", ["adapter.unit", "adapter.on_mean"], ["adapter.rest"], name="adapter_rest"),
+            helper.make_node("ReduceL2", ["adapter.rest"], ["adapter.rest_norm"], axes=[1], keepdims=1, name="adapter_rest_norm"),
+            helper.make_node("Max", ["adapter.rest_norm", "adapter.eps"], ["adapter.rest_safe"], name="adapter_rest_clamp"),
+            helper.make_node("Div", ["adapter.rest", "adapter.rest_safe"], ["adapter.rest_unit"], name="adapter_rest_unit"),
+            helper.make_node("Mul", ["adapter.rest_unit", "adapter.side_scale.fixed"], ["adapter.side"], name="adapter_side"),
+            helper.make_node("Add", ["adapter.side", "adapter.along_scale.fixed"], [ADAPTED_INPUT], name="adapter_turn"),
+        ]
     nodes = [*front, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
