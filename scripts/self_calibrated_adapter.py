@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from fvr_audit.extractors.registry import get_extractor  # noqa: E402
-from fvr_audit.probes import PRIOR_SPACE, typical_cosine  # noqa: E402
-from fvr_audit.reconstructors.parametric.adapter import PenaltySelection, RidgeAdapter  # noqa: E402
-from fvr_audit.reconstructors.parametric.self_calibration import DEFAULT_FACES, _embedded_synthetic_faces  # noqa: E402
+from fvr_audit.probes import PRIOR_SPACE  # noqa: E402
+from fvr_audit.reconstructors.parametric.adapter import PenaltySelection  # noqa: E402
+from fvr_audit.reconstructors.parametric.self_calibration import (  # noqa: E402
+    DEFAULT_FACES,
+    _embedded_synthetic_faces,
+    fit_calibration_map,
+)
 
 
 def main() -> None:
@@ -45,10 +46,8 @@ def main() -> None:
     extractor = get_extractor(args.source)
     embedded, target = _embedded_synthetic_faces([extractor, get_extractor(PRIOR_SPACE)], args.faces, 0,
                                                  spread=args.variation)
-    adapter = RidgeAdapter.fit(embedded, target, np.arange(args.faces), source=extractor.name, target=PRIOR_SPACE,
-                               selection=PenaltySelection(args.rule))
-    if args.turn:
-        adapter = replace(adapter, typical_cosine=typical_cosine(adapter.target_mean))
+    adapter = fit_calibration_map(embedded, target, source=extractor.name, selection=PenaltySelection(args.rule),
+                                  turn=args.turn)
     variation = "" if args.variation is None else f", variation {args.variation:g}"
     adapter = adapter.with_origin(f"{args.faces} synthetic faces (self-calibration, {args.rule} rule{variation})", 0.0)
     adapter.save(args.out)

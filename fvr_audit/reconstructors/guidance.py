@@ -124,16 +124,14 @@ def photo_map(extractor: Extractor, surrogate: Extractor, start_adapter: RidgeAd
     """A map from F's space into the surrogate's fitted on photos: the shipped one when F is the
     built-in model it was fitted for (by sha256), or refine's start adapter when it was fitted on the
     user's photos into this surrogate's space; None when there is neither."""
-    from fvr_audit.extractors.registry import BUILTIN_EXTRACTORS, get_extractor
     from fvr_audit.model_store import load_manifest, model_path
 
     file = shipped_map_file(extractor.name, surrogate.name)
     entry = load_manifest().get(file)
-    if entry is not None and extractor.name in BUILTIN_EXTRACTORS and entry.details:
-        same_models = (entry.details.get("source_sha256") == extractor.info.sha256 == get_extractor(extractor.name).info.sha256
-                       and entry.details.get("target_sha256") == surrogate.info.sha256)
-        if same_models:
-            return SurrogateMap(_load_shipped(str(model_path(file))), "shipped", 0)
+    fitted_for = (entry.details.get("source_sha256"), entry.details.get("target_sha256")) if entry and entry.details else None
+    # fitted for exactly these two models (by content: a file named like a built-in is not enough)
+    if fitted_for is not None and fitted_for == (extractor.info.sha256, surrogate.info.sha256):
+        return SurrogateMap(_load_shipped(str(model_path(file))), "shipped", 0)
     if start_adapter is not None and start_adapter.from_photos and start_adapter.target == surrogate.name:
         return SurrogateMap(start_adapter, "calibration", 0)
     return None

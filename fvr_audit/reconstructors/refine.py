@@ -203,8 +203,7 @@ def create_refine(preset: str = "default", models: tuple = (), adapter=None, **s
     """
     if preset not in PRESETS:
         raise InputError(f"refine: unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    guidance = {k: settings.pop(k) for k in GUIDANCE_SETTINGS if settings.get(k) is not None}
-    settings = {k: v for k, v in settings.items() if k not in GUIDANCE_SETTINGS}
+    guidance = {k: v for k in GUIDANCE_SETTINGS if (v := settings.pop(k, None)) is not None}
     unknown = set(settings) - set(EigenfacesSettings.__dataclass_fields__)
     if unknown:
         raise InputError(f"refine: unknown setting(s) {', '.join(sorted(unknown))}")

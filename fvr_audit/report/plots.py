@@ -341,10 +341,8 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
         return None
     engines = sorted({engine for _, engine in series})
     gates = sorted({(p.k, p.n) for p in points})  # the deployed system's N is its row count: may differ
-    entries = len(series) + len(gates)
-    # one column: each label names attack, engine and gate, and two of them did not fit the width
-    columns = 1
-    legend_rows = entries
+    # one legend row per entry: each label names attack, engine and gate, and two did not fit the width
+    legend_rows = len(series) + len(gates)
     # the legend goes under the axes, never over the lines (they climb into the upper left too)
     height = 2.5 + 0.17 * legend_rows
     figure = Figure(figsize=(6.4, height))
@@ -383,7 +381,7 @@ def reidentification_svg(points: Sequence[QueryCurvePoint], styles: dict[str, Me
     ax.set_ylim(0, 1.0)
     ax.yaxis.set_major_formatter(FuncFormatter(_percent))
     _quiet_axes(ax)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.45 / axes_in), ncol=columns, fontsize=7.5, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.45 / axes_in), ncol=1, fontsize=7.5, frameon=False)
     return _to_inline_svg(figure, figure_id, "Re-identification against queries to F, per black-box attack and engine")
 
 

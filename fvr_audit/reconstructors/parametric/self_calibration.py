@@ -118,7 +118,7 @@ def self_calibrate(
     """The adapter from ``extractor``'s space into dlib-resnet128's, from the tool's own faces."""
     from fvr_audit.extractors.registry import get_extractor
     from fvr_audit.model_store import load_manifest, models_dir
-    from fvr_audit.probes import PRIOR_SPACE, typical_cosine
+    from fvr_audit.probes import PRIOR_SPACE
 
     if faces < 20:
         raise InputError(f"--calibration-faces {faces}: at least 20 faces are needed to fit the adapter")
@@ -135,18 +135,8 @@ def self_calibrate(
             pass  # a damaged cache entry is rebuilt below
     start = time.perf_counter()
     before = extractor.queries_used
-    space = get_extractor(PRIOR_SPACE)
-    if space is extractor:  # F is dlib-resnet128 itself: one pass, no query counted twice
-        (embedded,) = _embedded_synthetic_faces([extractor], faces, seed, on_progress)
-        target = embedded
-    else:
-        embedded, target = _embedded_synthetic_faces([extractor, space], faces, seed, on_progress)
-    adapter = RidgeAdapter.fit(
-        embedded, target, np.arange(faces), source=extractor.name, target=PRIOR_SPACE, target_sha256=target_sha,
-        selection=PenaltySelection.IDENTIFICATION,
-    )
-    # its outputs turned to a typical person's distance from the mean (see RidgeAdapter.typical_cosine)
-    adapter = replace(adapter, typical_cosine=typical_cosine(adapter.target_mean))
+    embedded, target = _embedded_synthetic_faces([extractor, get_extractor(PRIOR_SPACE)], faces, seed, on_progress)
+    adapter = fit_calibration_map(embedded, target, source=extractor.name, target_sha256=target_sha)
     seconds = time.perf_counter() - start
     adapter = adapter.with_origin(f"{faces} synthetic faces (self-calibration)", seconds)
     queries = extractor.queries_used - before
@@ -158,10 +148,31 @@ def self_calibrate(
     return SelfCalibration(adapter, faces, queries, seconds, False, file)
 
 
+def fit_calibration_map(
+    embedded: np.ndarray,
+    target: np.ndarray,
+    *,
+    source: str,
+    target_sha256: str = "",
+    selection: PenaltySelection = PenaltySelection.IDENTIFICATION,
+    turn: bool = True,
+) -> RidgeAdapter:
+    """The ridge map from F's vectors of the calibration faces (``embedded``) to dlib-resnet128's
+    (``target``), its outputs turned to a typical person's cosine from the mean unless ``turn`` is
+    False (see :attr:`RidgeAdapter.typical_cosine`)."""
+    from fvr_audit.probes import PRIOR_SPACE, typical_cosine
+
+    adapter = RidgeAdapter.fit(embedded, target, np.arange(len(embedded)), source=source, target=PRIOR_SPACE,
+                               target_sha256=target_sha256, selection=selection)
+    return replace(adapter, typical_cosine=typical_cosine(adapter.target_mean)) if turn else adapter
+
+
 def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=None, spread: float | None = None) -> list[np.ndarray]:
     """Each extractor's vectors of the tool's ``faces`` calibration faces (seeded): the generators'
     faces of prior vectors, every other one mirrored, each varied in the eigenface basis by
-    ``spread`` (``None``: :data:`fvr_audit.probes.VARIATION`; 0: the generators' faces as they are)."""
+    ``spread`` (``None``: :data:`fvr_audit.probes.VARIATION`; 0: the generators' faces as they are).
+    An extractor listed twice (F that is dlib-resnet128 itself) embeds each face once: no query
+    counted twice."""
     from fvr_audit.probes import GENERATORS, VARIATION, draw_prior_vectors, generate_faces, varied_faces
 
     z = draw_prior_vectors(faces, seed=seed)
@@ -175,8 +186,11 @@ def _embedded_synthetic_faces(extractors, faces: int, seed: int, on_progress=Non
                 frames[rows] = generate_faces(z[lo + rows], method)
         frames[1::2] = frames[1::2, :, ::-1]  # every other face mirrored: a face and its mirror are one person
         frames = varied_faces(frames, seed=seed * 1_000_003 + lo, spread=VARIATION if spread is None else spread)
+        done: dict[int, np.ndarray] = {}
         for extractor, out in zip(extractors, embedded):
-            out[lo:hi] = extractor.embed(crop_from_canonical(frames, extractor.geometry))
+            if id(extractor) not in done:
+                done[id(extractor)] = extractor.embed(crop_from_canonical(frames, extractor.geometry))
+            out[lo:hi] = done[id(extractor)]
         if on_progress:
             on_progress(hi - lo)
     return embedded
