@@ -59,7 +59,7 @@ def draw_prior_vectors(count: int, seed: int = 0) -> np.ndarray:
 
 def typical_cosine(direction: np.ndarray, draws: int = 4096) -> float:
     """The median cosine between the prior's vectors and ``direction`` (towards the prior's own mean:
-    0.92; LFW photos' dlib-resnet128 vectors to their mean: 0.91): how far from the average face a
+    0.92; 300 LFW photos' dlib-resnet128 vectors towards a self-calibrated map's mean: 0.91): how far from the average face a
     typical person's vector lies.
 
     >>> mean, _ = _prior()

@@ -83,10 +83,10 @@ class RidgeAdapter:
     build_seconds: float = 0.0
     selection: PenaltySelection = PenaltySelection.COSINE
     #: When > 0: each mapped vector is turned, in the plane of it and the target mean, to this
-    #: cosine from the target mean (real vectors' typical one). A ridge map used on vectors unlike
-    #: its fitting set pulls its outputs towards the average face (real photos through the
-    #: self-calibrated map: median cosine 0.96 to the mean, real vectors 0.91), and a generator
-    #: given them draws an average face; the turn restores how distinct a typical person is.
+    #: cosine from the target mean (real vectors' typical one). The self-calibrated map, fitted on
+    #: varied synthetic faces, puts real vectors too close to the average face (LFW photos: median
+    #: cosine 0.95-0.96 to the mean, their true vectors 0.91), and a generator given them draws an
+    #: average face; the turn restores how distinct a typical person is.
     typical_cosine: float = 0.0
 
     @property
