@@ -149,8 +149,14 @@ def test_plots_are_inline_svg_one_per_engine(html):
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
     # Reference rows and the chance line are in the legend; each engine has its (K, N) table.
     assert "original photo (upper bound)" in metric and "chance (K/N" in metric
+    # Per engine: K at the gate's N on the page, and the whole K x N sweep folded (not printed).
+    assert metric.count('<table class="data at-gate-n">') == len(ENGINES)
+    assert metric.count('<details class="full-sweep screen-only">') == len(ENGINES)
     assert metric.count('<table class="data grid">') == len(ENGINES)
-    assert metric.count('class="r cell gate-cell"') == len(ENGINES) * 4  # one gate cell per method per engine
+    for table in re.findall(r'<table class="data (?:at-gate-n|grid)">.*?</table>', metric, re.DOTALL):
+        assert table.count('class="r cell gate-cell"') == 4  # one gate cell per method
+    for sweep in re.findall(r'<details class="full-sweep screen-only">(.*?)</details>', metric, re.DOTALL):
+        assert '<table class="data grid">' in sweep and "fpr " in sweep
 
 
 def test_images_are_small_jpeg_data_uris(html):

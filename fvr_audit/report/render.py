@@ -539,6 +539,14 @@ def _metric1(
                 cells.append({"record": record, "gate": (k, n) == (gate_k, gate_n)})
             if any(c["record"] for c in cells):
                 rows.append({"method": method, "k": k, "cells": cells})
+    # The page shows K at the gate's N only; the whole sweep (every N, fpr, no-match) is the
+    # HTML's folded table and results.json: a K x N grid printed in full is pages of numbers.
+    at_n = gate_n if gate_n in ns else (ns[-1] if ns else gate_n)
+    gate_rows = []
+    for method in present:
+        cells = [{"record": by_key.get((method, k, at_n)), "gate": (k, at_n) == (gate_k, gate_n)} for k in ks]
+        if any(c["record"] for c in cells):
+            gate_rows.append({"method": method, "cells": cells})
     summary = _engine(results, engine)
     violations = _fairness(results, [engine])["violations"]
     strongest = strongest_attacks(records, gate_k, gate_n, unfair=set(violations)).get(engine)
@@ -555,6 +563,9 @@ def _metric1(
         "ns": ns,
         "chance": [[min(1.0, k / n) for n in ns] for k in ks],
         "rows": rows,
+        "at_n": at_n,
+        "gate_at_n": at_n == gate_n and gate_k in ks,
+        "gate_rows": gate_rows,
         "seeds": sorted({r.seeds for r in records}),
         "queries": sorted({r.queries for r in records}),
         "violations": [m for m, e in violations],
