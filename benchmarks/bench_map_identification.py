@@ -13,7 +13,9 @@ and all of LFW (a second data set, when ``att_faces`` lies beside LFW). Maps com
 * ``self-calibrated, cosine rule``: the same faces, the penalty of the best cross-validated cosine
   (the scan's rule before issue #12's map change);
 * ``self-calibrated, penalty x``: the same faces, the ridge penalty fixed instead (a sweep);
-* ``photos``: a ridge fitted on LFW *training* photos (what ``--calibration DIR`` gives);
+* ``photos``: a ridge fitted on LFW *training* photos (what ``--calibration DIR`` gave until the
+  eleventh session); ``photos_turned``: the same, its outputs turned to the photos' own cosine from
+  the mean (what ``--calibration DIR`` gives now);
 * ``true``: the dlib-resnet128 vector itself (the ceiling).
 
     python scripts/embed_lfw.py                                   # once: the LFW vector caches
@@ -170,6 +172,10 @@ def main() -> None:
                                      target=surrogate.name)
         entry["photos"] = {**scored(name, photo_map.transform), "map": photo_map.describe()}
         log(f"{name}: photo-fitted {entry['photos']}")
+        turned = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
+                                  target=surrogate.name, turn=True)  # what the scan's --calibration fits
+        entry["photos_turned"] = {**scored(name, turned.transform), "map": turned.describe()}
+        log(f"{name}: photo-fitted, turned {entry['photos_turned']}")
         result["sources"][name] = entry
     emit(result)
 

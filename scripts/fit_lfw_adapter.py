@@ -3,10 +3,14 @@
     python scripts/embed_lfw.py        # vector caches
     python scripts/fit_lfw_adapter.py --source faceres-1024 --target dlib-resnet128 --photos 1000
 
-The same fit as ``fvr-audit adapter --calibration DIR`` (which embeds a photo folder itself), but
-from the embed_lfw caches: the calibration photos are ``--photos`` photos (seeded) of the LFW
-*training* identities, so no evaluation identity is used. Prints the cross-validated cosine and
-writes the adapter to ``--out``.
+The same fit as ``fvr-audit adapter --calibration DIR`` and the scan's ``--calibration`` (which embed
+a photo folder themselves) when given ``--turn``, but from the embed_lfw caches: the calibration photos
+are ``--photos`` photos (seeded) of the LFW *training* identities, so no evaluation identity is used.
+Prints the cross-validated cosine and writes the adapter to ``--out``. Without ``--turn`` the outputs
+are left where the ridge puts them: the fit of every README figure before the eleventh session, and
+of the shipped surrogate maps (``scripts/build_surrogate_maps.py``).
+
+    python scripts/fit_lfw_adapter.py --source mobileface-256 --photos 2000 --turn --out a.npz
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from fvr_audit.reconstructors.parametric.adapter import RidgeAdapter  # noqa: E4
 CACHE = Path.home() / ".cache" / "fvr-audit"
 
 
-def fit_lfw_adapter(source: str, target: str, photos: int = 0, seed: int = 0) -> RidgeAdapter:
-    """The ridge map source -> target fitted on ``photos`` (0: all) photos of the LFW training identities."""
+def fit_lfw_adapter(source: str, target: str, photos: int = 0, seed: int = 0, turn: bool = False) -> RidgeAdapter:
+    """The ridge map source -> target fitted on ``photos`` (0: all) photos of the LFW training identities;
+    ``turn``: see :attr:`RidgeAdapter.typical_cosine`."""
     caches = {}
     for name in (source, target):
         extractor = get_extractor(name)
@@ -45,7 +50,7 @@ def fit_lfw_adapter(source: str, target: str, photos: int = 0, seed: int = 0) ->
     y = np.stack([caches[target][0][p] for p in paths])
     labels = np.array([p.split("/")[0] for p in paths])
     return RidgeAdapter.fit(x, y, labels, source=source, target=target,
-                            target_sha256=caches[target][1].info.sha256 or "")
+                            target_sha256=caches[target][1].info.sha256 or "", turn=turn)
 
 
 def main() -> None:
@@ -54,9 +59,11 @@ def main() -> None:
     parser.add_argument("--target", default="dlib-resnet128")
     parser.add_argument("--photos", type=int, default=0, help="calibration photos (0: every training photo)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--turn", action="store_true",
+                        help="turn outputs to the photos' own cosine from the mean, as the scan's --calibration does")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    adapter = fit_lfw_adapter(args.source, args.target, args.photos, args.seed)
+    adapter = fit_lfw_adapter(args.source, args.target, args.photos, args.seed, args.turn)
     adapter.save(args.out)
     print(f"{adapter.describe()}; fit cosine {adapter.fit_cosine:.3f} -> {args.out}")
 

@@ -211,6 +211,24 @@ def test_adapter_typical_cosine_turns_outputs_round_trips_and_is_checked(tmp_pat
         RidgeAdapter.load(tmp_path / "bad.npz")
 
 
+def test_adapter_fitted_with_turn_keeps_the_targets_own_spread():
+    """A ridge map shrinks towards the mean; ``turn=True`` puts its outputs back at the median
+    cosine the target vectors themselves have from their mean."""
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=(400, 24)) + 2.0
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    x = y @ rng.normal(size=(24, 48)) + 0.5 * rng.normal(size=(400, 48))  # a noisy source: strong shrinkage
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plain = RidgeAdapter.fit(x, y, np.arange(400), source="user", target="dlib-resnet128")
+    turned = RidgeAdapter.fit(x, y, np.arange(400), source="user", target="dlib-resnet128", turn=True)
+    mean = plain.target_mean / np.linalg.norm(plain.target_mean)
+    spread = float(np.median(y @ mean))
+    assert plain.typical_cosine == 0.0 and turned.typical_cosine == pytest.approx(spread)
+    assert np.median(plain.transform(x) @ mean) > spread + 0.01  # shrunk towards the mean
+    np.testing.assert_allclose(turned.transform(x) @ mean, spread, atol=1e-5)
+    np.testing.assert_array_equal(turned.weights, plain.weights)  # the same fit, only turned
+
+
 def test_cli_train_export_and_models_listing(tmp_path, dlib):
     data = synthetic_data(dlib)
     data.save(tmp_path / "data.npz")
@@ -391,6 +409,7 @@ def test_scan_of_an_extractor_without_generators_uses_the_calibration_adapter(lf
     results = json.loads(with_adapter.stdout)
     (method,) = results["methods"]
     assert method["settings"]["adapter"].startswith("ridge mobileface-256->dlib-resnet128")
+    assert "outputs turned to cosine" in method["settings"]["adapter"]  # the photos' own spread
     assert "dlib-resnet128" in method["models_used"]
     judged_by = {r["engine"] for r in results["records"] if r["method"] == "naive"}
     assert judged_by == {"local:mobileface-256", "system:mobileface-256"}

@@ -83,10 +83,10 @@ class RidgeAdapter:
     build_seconds: float = 0.0
     selection: PenaltySelection = PenaltySelection.COSINE
     #: When > 0: each mapped vector is turned, in the plane of it and the target mean, to this
-    #: cosine from the target mean (real vectors' typical one). The self-calibrated map, fitted on
-    #: varied synthetic faces, puts real vectors too close to the average face (LFW photos: median
-    #: cosine 0.95-0.96 to the mean, their true vectors 0.91), and a generator given them draws an
-    #: average face; the turn restores how distinct a typical person is.
+    #: cosine from the target mean (real vectors' typical one). A ridge map shrinks towards the
+    #: mean: fitted on varied synthetic faces, or on 2,000 LFW training photos, it puts real
+    #: vectors at median cosine 0.95-0.96 to the mean where their true vectors sit at 0.91, and a
+    #: generator given them draws an average face; the turn restores how distinct a typical person is.
     typical_cosine: float = 0.0
 
     @property
@@ -138,8 +138,11 @@ class RidgeAdapter:
         target_sha256: str = "",
         folds: int = 5,
         selection: PenaltySelection = PenaltySelection.COSINE,
+        turn: bool = False,
     ) -> RidgeAdapter:
         """Fit on paired vectors ``x`` (source) and ``y`` (target) of photos with identity ``labels``.
+        ``turn``: outputs turned to the median cosine of the ``y`` themselves from their mean (the
+        photos' own spread; see :attr:`typical_cosine`).
 
         >>> rng = np.random.default_rng(1); y = _normalise(rng.normal(size=(400, 32)))
         >>> x = _normalise(y @ rng.normal(size=(32, 64)) + 0.1 * rng.normal(size=(400, 64)))
@@ -181,8 +184,9 @@ class RidgeAdapter:
             lam = max((penalty for penalty, share in identified.items() if share >= IDENTIFIABLE_SHARE), default=lam)
         w, mx, my = _fit(x, y, lam)
         fit_cos = float(np.mean(np.einsum("nd,nd->n", _normalise((x - mx) @ w + my), _normalise(y))))
+        spread = float(np.median(_normalise(y) @ _normalise(my[None])[0])) if turn else 0.0
         return cls(source, target, target_sha256, w, mx, my, float(lam), scores[lam], fit_cos, len(x), len(names),
-                   selection=selection)
+                   selection=selection, typical_cosine=spread)
 
     def save(self, path: Path) -> None:
         from fvr_audit.io.npz import save_npz
@@ -267,9 +271,13 @@ def at_cosine_from(vectors: np.ndarray, direction: np.ndarray, cosine: float) ->
     return np.where(size > 1e-9, turned, vectors)
 
 
-def fit_adapter_from_photos(folder: Path, source_extractor, target_extractor, *, on_progress=None) -> RidgeAdapter:
+def fit_adapter_from_photos(
+    folder: Path, source_extractor, target_extractor, *, on_progress=None, turn: bool = True
+) -> RidgeAdapter:
     """Embed every photo of ``folder`` (an identity tree, or a flat folder) with both extractors in one
-    alignment pass, and fit the adapter source -> target."""
+    alignment pass, and fit the adapter source -> target, its outputs turned to the photos' own
+    spread (``turn``; measured: F = mobileface-256 through a map on 2,000 LFW photos, ``transfer``
+    judged by faceres-1024 0.220 -> 0.342 tpr@1 at N = 1000 on 100 LFW targets)."""
     from fvr_audit.extraction import discover_images, embed_records
 
     records, _ = discover_images(folder)
@@ -286,4 +294,5 @@ def fit_adapter_from_photos(folder: Path, source_extractor, target_extractor, *,
         source=source_extractor.name,
         target=target_extractor.name,
         target_sha256=target_extractor.info.sha256 or "",
+        turn=turn,
     )
