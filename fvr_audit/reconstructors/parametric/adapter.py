@@ -277,7 +277,7 @@ def fit_adapter_from_photos(
     """Embed every photo of ``folder`` (an identity tree, or a flat folder) with both extractors in one
     alignment pass, and fit the adapter source -> target, its outputs turned to the photos' own
     spread (``turn``; measured: F = mobileface-256 through a map on 2,000 LFW photos, ``transfer``
-    judged by faceres-1024 0.220 -> 0.342 tpr@1 at N = 1000 on 100 LFW targets)."""
+    judged by faceres-1024 0.220 -> 0.324 tpr@1 at N = 1000 on 100 LFW targets)."""
     from fvr_audit.extraction import discover_images, embed_records
 
     records, _ = discover_images(folder)
