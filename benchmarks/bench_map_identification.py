@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,12 +169,12 @@ def main() -> None:
             mx, w, my = ridge(unit(embedded), unit(z), penalty)
             entry["self_calibrated_fixed_penalty"][str(penalty)] = scored(name, lambda v, mx=mx, w=w, my=my: (v - mx) @ w + my)
         log(f"{name}: fixed penalties {entry['self_calibrated_fixed_penalty']}")
-        photo_map = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
-                                     target=surrogate.name)
+        # what the scan's --calibration fits; the same map unturned is what it fitted before
+        turned = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
+                                  target=surrogate.name, turn=True)
+        photo_map = replace(turned, typical_cosine=0.0)
         entry["photos"] = {**scored(name, photo_map.transform), "map": photo_map.describe()}
         log(f"{name}: photo-fitted {entry['photos']}")
-        turned = RidgeAdapter.fit(vectors[training], dlib[training], labels[training], source=name,
-                                  target=surrogate.name, turn=True)  # what the scan's --calibration fits
         entry["photos_turned"] = {**scored(name, turned.transform), "map": turned.describe()}
         log(f"{name}: photo-fitted, turned {entry['photos_turned']}")
         result["sources"][name] = entry

@@ -40,6 +40,7 @@ from fvr_audit.audit.results import (
 from fvr_audit.audit.fairness import Judging, engine_model, judging
 from fvr_audit.audit.verdict import HIGH_TPR, judged_ns, strongest_attacks
 from fvr_audit.errors import InputError
+from fvr_audit.metrics.topk import random_baseline
 from fvr_audit.io.atomic import atomic_write_bytes
 from fvr_audit.report.formats import FORMATTERS, ReportDocument, ReportFormat
 from fvr_audit.report.images import REDACT_GRID, ReportImages, face_data_uri
@@ -561,7 +562,8 @@ def _metric1(
         "svg": Markup(svg) if svg else None,
         "ks": ks,
         "ns": ns,
-        "chance": [[min(1.0, k / n) for n in ns] for k in ks],
+        "chance": [[random_baseline(k, n) for n in ns] for k in ks],
+        "chance_at_n": [random_baseline(k, at_n) for k in ks],
         "rows": rows,
         "at_n": at_n,
         "gate_at_n": at_n == gate_n and gate_k in ks,
