@@ -251,6 +251,7 @@ def test_self_calibration_adapts_the_shipped_generators_and_is_cached(tmp_path):
     mapped = again.adapter.transform(user.embed(crop_from_canonical(probe_faces(5, seed=9), user.geometry)))
     mean = again.adapter.target_mean / np.linalg.norm(again.adapter.target_mean)
     np.testing.assert_allclose(mapped @ mean, again.adapter.typical_cosine, atol=1e-5)
+    assert f"outputs turned to cosine {again.adapter.typical_cosine:.3f}" in again.describe()  # the scan's note says so
 
 
 def test_calibration_faces_vary_around_the_generators_faces():

@@ -118,12 +118,16 @@ class RidgeAdapter:
             mapped = at_cosine_from(mapped, _normalise(self.target_mean[None])[0], self.typical_cosine)
         return mapped.astype(np.float32)
 
+    @property
+    def turn_described(self) -> str:
+        """", outputs turned to cosine c from the mean", or "" when the outputs are not turned."""
+        return f", outputs turned to cosine {self.typical_cosine:.3f} from the mean" if self.typical_cosine > 0 else ""
+
     def describe(self) -> str:
         fitted_on = self.origin or f"{self.samples} photos of {self.identities} identities"
-        turned = f", outputs turned to cosine {self.typical_cosine:.3f} from the mean" if self.typical_cosine > 0 else ""
         return (
             f"ridge {self.source}->{self.target}, {self.selection.describe(self.lam)}, {fitted_on}, "
-            f"cross-validated cosine {self.cv_cosine:.3f}{turned}"
+            f"cross-validated cosine {self.cv_cosine:.3f}{self.turn_described}"
         )
 
     @classmethod

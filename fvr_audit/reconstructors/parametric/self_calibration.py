@@ -69,7 +69,7 @@ class SelfCalibration:
         return (
             f"self-calibrated without photos ({how}): {self.faces} of the tool's own synthetic faces embedded by "
             f"{self.adapter.source}, ridge map into {self.adapter.target} space (cross-validated cosine "
-            f"{self.adapter.cv_cosine:.3f}), built in {self.build_seconds:.0f} s"
+            f"{self.adapter.cv_cosine:.3f}{self.adapter.turn_described}), built in {self.build_seconds:.0f} s"
         )
 
 
